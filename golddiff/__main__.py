@@ -1,0 +1,136 @@
+"""Command line: python -m golddiff {info,sample,bench}.
+
+All I/O and printing of the CLI lives here. Errors a user can cause exit with status 2 and one sentence.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import numpy as np
+
+
+def _progress(total: int):
+    """A callback printing a one-line progress bar per step to stderr."""
+    start = time.perf_counter()
+
+    def cb(rec):
+        done = rec.step + 1
+        bar = "#" * int(30 * done / total)
+        sys.stderr.write(f"\r[{bar:<30}] step {done}/{total}  t={rec.t:4d}  {1000 * rec.time_step:8.1f} ms"
+                         f"  elapsed {time.perf_counter() - start:6.1f} s")
+        if done == total:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+    return cb
+
+
+def format_table(traj) -> str:
+    """The per-step table: t, SNR, perplexity, ESS, k_t, captured mass, ms (means over samples)."""
+    head = f"{'t':>5} {'SNR':>10} {'perplexity':>11} {'ESS':>10} {'k_0.99':>8} {'m_t':>7} {'k_t':>7} " \
+           f"{'W_S':>7} {'1-step r2':>9} {'ms':>9}"
+    lines = [head, "-" * len(head)]
+    for r in traj.records:
+        def fmt(v, spec):
+            return format(float(np.mean(v)), spec) if v is not None else "-"
+        lines.append(f"{r.t:5d} {r.snr:10.3g} {fmt(r.perplexity, '11.1f')} {fmt(r.ess, '10.1f')} "
+                     f"{fmt(r.k99, '8.0f')} {r.m_t if r.m_t is not None else '-':>7} "
+                     f"{r.k_t if r.k_t is not None else '-':>7} {fmt(r.captured_mass, '7.3f')} "
+                     f"{fmt(r.onestep_r2, '9.4f')} {1000 * r.time_step:9.1f}")
+    return "\n".join(lines)
+
+
+def cmd_info(args) -> int:
+    import torch
+    from . import data
+    print(f"golddiff   {__import__('golddiff').__version__}")
+    print(f"torch      {torch.__version__}")
+    try:
+        import faiss
+        print(f"faiss      {faiss.__version__} (GPUs seen: {faiss.get_num_gpus() if hasattr(faiss, 'get_num_gpus') else 0})")
+    except ImportError:
+        print("faiss      not installed")
+    print(f"device     {data.device_label(data.pick_device(None))}")
+    print(f"cache      {data.cache_dir()}")
+    print("datasets:")
+    for line in data.describe_datasets():
+        print("  " + line)
+    return 0
+
+
+def add_method_args(p: argparse.ArgumentParser) -> None:
+    """Every denoiser parameter as a flag; None means the dataset-scaled default."""
+    p.add_argument("--k-min", type=int, default=None, help="smallest golden subset (default ~N/20)")
+    p.add_argument("--k-max", type=int, default=None, help="largest golden subset (default ~N/10)")
+    p.add_argument("--mask-threshold", type=float, default=None, help="PCA-locality mask threshold (0.02)")
+    p.add_argument("--low-res", type=int, default=None, help="proxy resolution (28->14, 32->16, 64->16)")
+    p.add_argument("--temperature", type=float, default=None, help="posterior temperature tau (1)")
+    p.add_argument("--pool", choices=["random", "nearest"], default=None, help="coarse pool mode (random)")
+    p.add_argument("--snr-switch", type=float, default=None, help="hybrid: Wiener below this SNR (0.1)")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
+
+
+def method_params(args) -> dict:
+    return dict(k_min=args.k_min, k_max=args.k_max, mask_threshold=args.mask_threshold, low_res=args.low_res,
+                temperature=args.temperature, pool=args.pool, snr_switch=args.snr_switch)
+
+
+def cmd_sample(args) -> int:
+    from . import load_dataset, make_denoiser, sample
+    from .data import pick_device
+    ds = load_dataset(args.dataset)
+    den = make_denoiser(args.method, ds, device=pick_device(args.device), **method_params(args))
+    print(f"{args.method} on {ds.name}: N={ds.N}, image {ds.shape}, device {den.device}", file=sys.stderr)
+    traj = sample(den, steps=args.steps, n=args.n, seed=args.seed, callback=_progress(args.steps),
+                  exact_check=args.exact_check)
+    print(format_table(traj))
+    if args.out:
+        traj.save(args.out)
+        print(f"saved {args.out}", file=sys.stderr)
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from . import bench
+    return bench.main(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m golddiff", description="GoldDiff Explorer command line")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("info", help="device, versions, datasets and caches")
+    s = sub.add_parser("sample", help="sample step by step and print the per-step diagnostics")
+    s.add_argument("--dataset", default="mnist-5k")
+    s.add_argument("--method", default="golddiff")
+    s.add_argument("--steps", type=int, default=10)
+    s.add_argument("--n", type=int, default=8)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--out", default=None, help="save the trajectory (.npz)")
+    s.add_argument("--exact-check", action="store_true",
+                   help="also run the full-scan PCA reference at each step (one-step r^2, slower)")
+    add_method_args(s)
+    b = sub.add_parser("bench", help="time and compare methods side by side")
+    try:
+        from . import bench
+        bench.add_args(b)
+        add_method_args(b)
+    except ImportError:
+        pass
+    return ap
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return {"info": cmd_info, "sample": cmd_sample, "bench": cmd_bench}[args.cmd](args)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,341 @@
+"""The five x0-denoisers behind one interface: optimal, wiener, pca, golddiff, hybrid.
+
+`make_denoiser(name, data, schedule, **params).denoise(x_t, t, generator)` returns a `DenoiseOutput`:
+the x0 estimate plus the raw material the diagnostics need (golden subset, per-pixel entropy, timings).
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from .data import Dataset, pick_device
+from .posterior import StreamingSoftmax, chunk_rows, global_logits, locality_logits, CHUNK_ELEMS
+from .retrieval import ProxyIndex, fine_select, proxy_factor
+from .schedule import NoiseSchedule
+from .stats import DataStats
+
+METHODS = ("optimal", "wiener", "pca", "golddiff", "hybrid")
+POOL_MODES = ("random", "nearest")
+
+
+@dataclass
+class DenoiseOutput:
+    x0_hat: torch.Tensor                          # (B, D) the x0 estimate
+    method: str                                   # the method that made it (hybrid: "wiener" or "golddiff")
+    pixel_entropy: torch.Tensor | None = None     # (B, D) per-pixel posterior entropy H(m), nats
+    subset: torch.Tensor | None = None            # (B, k_t) dataset indices of the golden subset S_t
+    subset_weight: torch.Tensor | None = None     # (B, k_t) mean over pixels of each subset image's weight
+    m_t: int | None = None                        # coarse pool size
+    k_t: int | None = None                        # golden subset size
+    timings: dict = field(default_factory=dict)   # seconds: screen, select, aggregate
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class Corpus:
+    """A dataset placed on a device with what every method needs: X (N, D), ||x_i||^2, statistics, proxies.
+
+    Built once per (dataset, device) by `get_corpus` and shared by all denoisers; never mutated after build
+    except for its lazily filled caches (statistics, masks, proxy indexes).
+    """
+
+    def __init__(self, data: Dataset, device: torch.device):
+        self.data, self.device = data, device
+        self.shape = data.shape                                     # (C, H, W)
+        self.X = data.flat().to(device).contiguous()                # (N, D)
+        self.sqnorm = self.X.square().sum(1)                        # (N,)
+        self._stats: DataStats | None = None
+        self._proxy: dict[int, ProxyIndex] = {}
+
+    @property
+    def N(self) -> int:
+        return int(self.X.shape[0])
+
+    @property
+    def D(self) -> int:
+        return int(self.X.shape[1])
+
+    @property
+    def stats(self) -> DataStats:
+        if self._stats is None:
+            self._stats = DataStats.from_data(self.X)
+        return self._stats
+
+    def proxy(self, low_res: int) -> ProxyIndex:
+        if low_res not in self._proxy:
+            self._proxy[low_res] = ProxyIndex(self.X, self.shape, low_res)
+        return self._proxy[low_res]
+
+
+_CORPORA: dict[tuple, Corpus] = {}
+
+
+def get_corpus(data: Dataset, device: torch.device | str | None = None) -> Corpus:
+    """The shared Corpus of `data` on `device` (built on first use)."""
+    dev = pick_device(device) if not isinstance(device, torch.device) else device
+    key = (data.name, data.N, data.shape, str(dev))
+    if key not in _CORPORA:
+        _CORPORA[key] = Corpus(data, dev)
+    return _CORPORA[key]
+
+
+# ----------------------------------------------------------------------------- aggregation kernels
+
+def global_scan(x_t: torch.Tensor, c: Corpus, abar: float, tau: float) -> StreamingSoftmax:
+    """Exact global posterior mean by streaming over chunks of N (memory O(B * chunk)). x_t: (B, D)."""
+    acc = StreamingSoftmax()
+    step = max(1024, CHUNK_ELEMS // max(1, x_t.shape[0] * 8))
+    for i in range(0, c.N, step):
+        logits = global_logits(x_t, c.X[i:i + step], c.sqnorm[i:i + step], abar, tau)   # (B, c)
+        acc.add(logits[..., None], c.X[i:i + step])
+    return acc
+
+
+def locality_scan(x_t: torch.Tensor, X: torch.Tensor, M: torch.Tensor, abar: float, tau: float,
+                  flag: torch.Tensor | None = None) -> StreamingSoftmax:
+    """PCA-locality posterior over all rows of X (N, D), streamed in chunks; exact per-pixel softmax.
+
+    x_t: (B, D); M: (D, D); flag: optional (B, N) bool marking a subset whose per-pixel mass is wanted.
+    """
+    acc = StreamingSoftmax()
+    step = chunk_rows(x_t.shape[0], X.shape[1])
+    for i in range(0, X.shape[0], step):
+        Xc = X[i:i + step]                                                   # (c, D)
+        acc.add(locality_logits(x_t, Xc, M, abar, tau), Xc, None if flag is None else flag[:, i:i + step])
+    return acc
+
+
+def locality_subset(x_t: torch.Tensor, Xs: torch.Tensor, M: torch.Tensor, abar: float, tau: float
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """PCA-locality posterior over a per-sample subset Xs (B, k, D).
+
+    Returns x0_hat (B, D), per-pixel entropy (B, D), and the mean per-pixel weight of each subset image (B, k)
+    when the (B, k, D) weights fit in a few chunks (else None, computed by streaming).
+    """
+    B, k, D = Xs.shape
+    if B * k * D <= 4 * CHUNK_ELEMS:
+        logits = locality_logits(x_t, Xs, M, abar, tau)                      # (B, k, D)
+        w = torch.softmax(logits, dim=1)
+        return (w * Xs).sum(1), torch.special.entr(w).sum(1), w.mean(2)
+    acc = StreamingSoftmax()
+    step = chunk_rows(B, D)
+    for i in range(0, k, step):
+        acc.add(locality_logits(x_t, Xs[:, i:i + step], M, abar, tau), Xs[:, i:i + step])
+    return acc.mean(), acc.entropy(), None
+
+
+# ----------------------------------------------------------------------------- GoldDiff schedules
+
+def pool_size(N: int, k_max: int, sigma: float) -> int:
+    """m_t = clamp(round(k_max + (N - k_max) (1 - sigma_t)), k_max, N): coarse pool size."""
+    return int(min(N, max(k_max, round(k_max + (N - k_max) * (1.0 - sigma)))))
+
+
+def subset_size(k_min: int, k_max: int, sigma: float) -> int:
+    """k_t = max(k_min, round(k_max - (k_max - k_min) (1 - sigma_t))): golden subset size."""
+    return int(max(k_min, round(k_max - (k_max - k_min) * (1.0 - sigma))))
+
+
+def default_low_res(shape: tuple[int, int, int]) -> int:
+    """Proxy resolution as in the paper: 28 -> 14, 32 -> 16, 64 -> 16; halve other even sizes."""
+    H = shape[1]
+    if H >= 64 and H % 16 == 0:
+        return 16
+    return H // 2 if H % 2 == 0 else H
+
+
+def default_params(N: int, shape: tuple[int, int, int]) -> dict:
+    """GoldDiff defaults scaled to N as in the paper: k_min ~ N/20, k_max ~ N/10."""
+    k_min = max(1, round(N / 20))
+    return dict(k_min=k_min, k_max=max(k_min, round(N / 10)), low_res=default_low_res(shape),
+                mask_threshold=0.02, temperature=1.0, pool="random", snr_switch=0.1)
+
+
+# ----------------------------------------------------------------------------- denoisers
+
+class Denoiser:
+    """Base: holds the corpus and schedule. Subclasses implement `_denoise(x_t, t, abar, generator)`."""
+
+    name = "base"
+
+    def __init__(self, corpus: Corpus, schedule: NoiseSchedule, temperature: float = 1.0):
+        if not (temperature > 0 and math.isfinite(temperature)):
+            raise ValueError(f"temperature={temperature} must be a positive finite number (default 1).")
+        self.corpus, self.schedule, self.temperature = corpus, schedule, float(temperature)
+
+    @property
+    def device(self) -> torch.device:
+        return self.corpus.device
+
+    @torch.inference_mode()
+    def denoise(self, x_t: torch.Tensor, t: int, generator: torch.Generator | None = None) -> DenoiseOutput:
+        """x_t: (B, D) on the corpus device -> DenoiseOutput with x0_hat (B, D)."""
+        if x_t.dim() != 2 or x_t.shape[1] != self.corpus.D:
+            raise ValueError(f"x_t has shape {tuple(x_t.shape)}; expected (B, {self.corpus.D}) for this dataset.")
+        if not torch.isfinite(x_t).all():
+            raise ValueError("x_t contains NaN or infinite values; restart sampling from finite noise.")
+        return self._denoise(x_t, int(t), self.schedule.abar(t), generator)
+
+    def _denoise(self, x_t, t, abar, generator) -> DenoiseOutput:
+        raise NotImplementedError
+
+
+class OptimalDenoiser(Denoiser):
+    """Empirical-Bayes posterior mean over all N images (exact, streamed)."""
+
+    name = "optimal"
+
+    def _denoise(self, x_t, t, abar, generator):
+        t0 = time.perf_counter()
+        acc = global_scan(x_t, self.corpus, abar, self.temperature)
+        x0, H = acc.mean(), acc.entropy().expand(-1, self.corpus.D)
+        _sync(self.device)
+        return DenoiseOutput(x0, self.name, pixel_entropy=H,
+                             timings={"screen": 0.0, "select": 0.0, "aggregate": time.perf_counter() - t0})
+
+
+class WienerDenoiser(Denoiser):
+    """Closed-form Gaussian posterior mean from the data mean and covariance."""
+
+    name = "wiener"
+
+    def _denoise(self, x_t, t, abar, generator):
+        t0 = time.perf_counter()
+        x0 = self.corpus.stats.wiener(x_t, abar)
+        _sync(self.device)
+        return DenoiseOutput(x0, self.name,
+                             timings={"screen": 0.0, "select": 0.0, "aggregate": time.perf_counter() - t0})
+
+
+class PCALocalityDenoiser(Denoiser):
+    """PCA-locality denoiser (Lukoianov et al.): one exact softmax per output pixel over all N (full scan)."""
+
+    name = "pca"
+
+    def __init__(self, corpus, schedule, temperature=1.0, mask_threshold=0.02):
+        super().__init__(corpus, schedule, temperature)
+        if not (0 <= mask_threshold <= 1):
+            raise ValueError(f"mask_threshold={mask_threshold} must be in [0, 1] (paper: 0.02 for MNIST).")
+        self.mask_threshold = float(mask_threshold)
+
+    def mask(self, t: int, abar: float) -> torch.Tensor:
+        return self.corpus.stats.mask(t, abar, self.mask_threshold)
+
+    def _denoise(self, x_t, t, abar, generator):
+        M = self.mask(t, abar)
+        t0 = time.perf_counter()
+        acc = locality_scan(x_t, self.corpus.X, M, abar, self.temperature)
+        x0, H = acc.mean(), acc.entropy()
+        _sync(self.device)
+        return DenoiseOutput(x0, self.name, pixel_entropy=H,
+                             timings={"screen": 0.0, "select": 0.0, "aggregate": time.perf_counter() - t0})
+
+
+class GoldDiffDenoiser(PCALocalityDenoiser):
+    """GoldDiff: coarse pool (m_t) -> proxy screen (k_max) -> full-res select (k_t) -> PCA-locality over S_t."""
+
+    name = "golddiff"
+
+    def __init__(self, corpus, schedule, temperature=1.0, mask_threshold=0.02, k_min=None, k_max=None,
+                 low_res=None, pool="random"):
+        super().__init__(corpus, schedule, temperature, mask_threshold)
+        d = default_params(corpus.N, corpus.shape)
+        self.k_min = int(d["k_min"] if k_min is None else k_min)
+        self.k_max = int(d["k_max"] if k_max is None else k_max)
+        self.low_res = int(d["low_res"] if low_res is None else low_res)
+        N = corpus.N
+        if self.k_min < 1 or self.k_max < 1:
+            raise ValueError(f"k_min={self.k_min} and k_max={self.k_max} must be at least 1.")
+        if self.k_min > self.k_max:
+            raise ValueError(f"k_min={self.k_min} is larger than k_max={self.k_max}; make k_min <= k_max.")
+        if self.k_max > N:
+            raise ValueError(f"k_max={self.k_max} is larger than the dataset's N={N}; choose k_max <= {N}.")
+        if pool not in POOL_MODES:
+            raise ValueError(f"Unknown pool mode '{pool}'; choose one of: {', '.join(POOL_MODES)}.")
+        proxy_factor(corpus.shape, self.low_res)           # raises if the pooling cannot divide
+        self.pool = pool
+
+    def sizes(self, t: int) -> tuple[int, int]:
+        """(m_t, k_t) at timestep t."""
+        sigma = self.schedule.sigma(t)
+        return pool_size(self.corpus.N, self.k_max, sigma), subset_size(self.k_min, self.k_max, sigma)
+
+    def draw_pool(self, m_t: int, B: int, generator: torch.Generator | None) -> torch.Tensor | None:
+        """(B, m_t) indices drawn uniformly without replacement per sample, or None when m_t = N."""
+        N = self.corpus.N
+        if m_t >= N:
+            return None
+        pool = torch.stack([torch.randperm(N, generator=generator)[:m_t] for _ in range(B)])
+        return pool.to(self.device)
+
+    def _denoise(self, x_t, t, abar, generator):
+        c, s = self.corpus, math.sqrt(abar)
+        m_t, k_t = self.sizes(t)
+        M = self.mask(t, abar)
+        index = c.proxy(self.low_res)
+        # 1. coarse: pool of m_t (random) or all N (nearest), screened in the proxy space down to k_max
+        t0 = time.perf_counter()
+        pool = self.draw_pool(m_t, x_t.shape[0], generator) if self.pool == "random" else None
+        cand = index.search(index.query(x_t), s, self.k_max, pool)              # (B, k_max)
+        _sync(self.device)
+        t1 = time.perf_counter()
+        # 2. fine: full-resolution distance, keep the k_t nearest -> golden subset S_t
+        S = fine_select(x_t, c.X, c.sqnorm, cand, s, k_t)                       # (B, k_t)
+        _sync(self.device)
+        t2 = time.perf_counter()
+        # 3. aggregate: exact per-pixel PCA-locality softmax over S_t only
+        x0, H, wmean = locality_subset(x_t, c.X[S], M, abar, self.temperature)
+        _sync(self.device)
+        t3 = time.perf_counter()
+        return DenoiseOutput(x0, self.name, pixel_entropy=H, subset=S, subset_weight=wmean,
+                             m_t=m_t if self.pool == "random" else c.N, k_t=int(S.shape[1]),
+                             timings={"screen": t1 - t0, "select": t2 - t1, "aggregate": t3 - t2})
+
+
+class HybridDenoiser(Denoiser):
+    """Wiener while SNR_t < snr_switch (Gaussian regime, no data scan), GoldDiff after."""
+
+    name = "hybrid"
+
+    def __init__(self, corpus, schedule, temperature=1.0, snr_switch=0.1, **golddiff_params):
+        super().__init__(corpus, schedule, temperature)
+        if not (snr_switch >= 0 and math.isfinite(snr_switch)):
+            raise ValueError(f"snr_switch={snr_switch} must be a non-negative finite number.")
+        self.snr_switch = float(snr_switch)
+        self.wiener = WienerDenoiser(corpus, schedule, temperature)
+        self.golddiff = GoldDiffDenoiser(corpus, schedule, temperature, **golddiff_params)
+
+    def _denoise(self, x_t, t, abar, generator):
+        inner = self.wiener if self.schedule.snr(t) < self.snr_switch else self.golddiff
+        return inner._denoise(x_t, t, abar, generator)
+
+
+_CLASSES = {cls.name: cls for cls in (OptimalDenoiser, WienerDenoiser, PCALocalityDenoiser, GoldDiffDenoiser,
+                                      HybridDenoiser)}
+_PARAMS = {
+    "optimal": ("temperature",),
+    "wiener": ("temperature",),
+    "pca": ("temperature", "mask_threshold"),
+    "golddiff": ("temperature", "mask_threshold", "k_min", "k_max", "low_res", "pool"),
+    "hybrid": ("temperature", "mask_threshold", "k_min", "k_max", "low_res", "pool", "snr_switch"),
+}
+
+
+def make_denoiser(name: str, data: Dataset, schedule: NoiseSchedule | None = None,
+                  device: torch.device | str | None = None, **params) -> Denoiser:
+    """Build a denoiser by name. Parameters a method does not use are ignored when None, rejected otherwise."""
+    if name not in _CLASSES:
+        raise ValueError(f"Unknown method '{name}'; choose one of: {', '.join(METHODS)}.")
+    unknown = [k for k, v in params.items() if k not in _PARAMS[name] and v is not None
+               and k not in {p for ps in _PARAMS.values() for p in ps}]
+    if unknown:
+        raise ValueError(f"Unknown parameter(s) {', '.join(unknown)}; valid ones for '{name}': "
+                         f"{', '.join(_PARAMS[name])}.")
+    kwargs = {k: v for k, v in params.items() if k in _PARAMS[name] and v is not None}
+    return _CLASSES[name](get_corpus(data, device), schedule or NoiseSchedule(), **kwargs)

@@ -1,0 +1,180 @@
+"""Every per-step diagnostic, defined once. The app's labels use these names.
+
+Global posterior at x_t over all N (exact): w_i = softmax_i(-||x_t - sqrt(abar) x_i||^2 / (2 (1-abar) tau)).
+  entropy H (nats), perplexity exp(H), ESS = 1 / sum w^2, k_0.9 / k_0.99 = fewest images holding 90% / 99%.
+Golden subset S_t: captured mass W_S = sum_{i in S_t} w_i, recall of the global top-k_t.
+Fidelity (images mapped to [0, 1]): MSE, and per-image r^2 = 1 - ||a - b||^2 / (D var(b)).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+
+import numpy as np
+import torch
+
+from .denoisers import Corpus, DenoiseOutput, locality_scan
+from .posterior import global_logits
+
+# Display names, shared by the CLI table and the app.
+LABELS = {
+    "entropy": "posterior entropy H (nats)",
+    "perplexity": "perplexity exp(H)",
+    "ess": "ESS 1/sum w^2",
+    "k90": "k_0.9",
+    "k99": "k_0.99",
+    "captured_mass": "captured mass W_S",
+    "recall": "recall of global top-k_t",
+    "pixel_entropy_mean": "mean per-pixel entropy (nats)",
+    "pixel_perplexity_mean": "mean per-pixel perplexity",
+    "onestep_r2": "one-step r^2 vs full-scan PCA",
+    "onestep_mse": "one-step MSE vs full-scan PCA",
+}
+
+
+# ----------------------------------------------------------------------------- posterior summaries
+
+def global_posterior(x_t: torch.Tensor, corpus: Corpus, abar: float, tau: float = 1.0) -> torch.Tensor:
+    """(B, N) exact global posterior weights at x_t (B, D)."""
+    return torch.softmax(global_logits(x_t, corpus.X, corpus.sqnorm, abar, tau), dim=1)
+
+
+def entropy(w: torch.Tensor) -> torch.Tensor:
+    """Shannon entropy in nats over the last axis. (..., N) -> (...)."""
+    return torch.special.entr(w).sum(-1)
+
+
+def perplexity(w: torch.Tensor) -> torch.Tensor:
+    """exp(entropy): the effective number of images under the entropy. (..., N) -> (...)."""
+    return torch.exp(entropy(w))
+
+
+def ess(w: torch.Tensor) -> torch.Tensor:
+    """Effective sample size 1 / sum w^2. (..., N) -> (...)."""
+    return 1.0 / w.square().sum(-1)
+
+
+def k_mass(w: torch.Tensor, p: float) -> torch.Tensor:
+    """Fewest images whose weights sum to at least p. (B, N) -> (B,) int64."""
+    cum = torch.sort(w, dim=-1, descending=True).values.cumsum(-1)
+    k = (cum < p * cum[..., -1:]).sum(-1) + 1
+    return k.clamp_max(w.shape[-1])
+
+
+def captured_mass(w: torch.Tensor, subset: torch.Tensor) -> torch.Tensor:
+    """W_S = sum_{i in S} w_i. w: (B, N); subset: (B, k) -> (B,)."""
+    return w.gather(1, subset).sum(1)
+
+
+def topk_recall(w: torch.Tensor, subset: torch.Tensor) -> torch.Tensor:
+    """Fraction of the global top-k (k = |S|) that S contains. w: (B, N); subset: (B, k) -> (B,)."""
+    k = subset.shape[1]
+    top = w.topk(k, dim=1).indices                                         # (B, k)
+    hits = torch.zeros_like(w, dtype=torch.bool).scatter_(1, subset, True).gather(1, top)
+    return hits.float().mean(1)
+
+
+# ----------------------------------------------------------------------------- fidelity
+
+def mse01(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per-image MSE with images mapped from [-1, 1] to [0, 1]. (B, D), (B, D) -> (B,)."""
+    return ((a - b) / 2).square().mean(1)
+
+
+def r2(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per-image r^2 of a against reference b: 1 - ||a - b||^2 / (D var(b)). (B, D), (B, D) -> (B,).
+    Invariant to mapping both from [-1, 1] to [0, 1]."""
+    D = b.shape[1]
+    return 1.0 - (a - b).square().sum(1) / (D * b.var(1, unbiased=False).clamp_min(1e-12))
+
+
+# ----------------------------------------------------------------------------- the per-step record
+
+@dataclass
+class StepRecord:
+    step: int                      # 0-based index of the step
+    t: int                         # timestep
+    abar: float                    # abar_t
+    snr: float                     # SNR_t = abar / (1 - abar)
+    sigma: float                   # sqrt(1 - abar_t)
+    method: str                    # method that produced x0_hat at this step
+    x_t: np.ndarray                # (B, C, H, W) the noisy state fed to the denoiser
+    x0_hat: np.ndarray             # (B, C, H, W) its x0 estimate
+    time_screen: float             # seconds: coarse pool + proxy screening
+    time_select: float             # seconds: full-resolution selection of S_t
+    time_aggregate: float          # seconds: the posterior aggregation
+    time_step: float               # seconds: the whole denoiser call
+    entropy: np.ndarray            # (B,) global posterior entropy (nats)
+    perplexity: np.ndarray         # (B,)
+    ess: np.ndarray                # (B,)
+    k90: np.ndarray                # (B,) int
+    k99: np.ndarray                # (B,) int
+    top_idx: np.ndarray            # (B, n) global posterior top-n indices
+    top_w: np.ndarray              # (B, n) and their weights
+    N: int                         # dataset size
+    m_t: int | None = None         # coarse pool size (subset methods)
+    k_t: int | None = None         # golden subset size
+    subset_idx: np.ndarray | None = None        # (B, k_t) S_t
+    captured_mass: np.ndarray | None = None     # (B,) W_S under the global posterior
+    recall: np.ndarray | None = None            # (B,) recall of the global top-k_t
+    pixel_entropy: np.ndarray | None = None     # (B, C, H, W) per-pixel entropy map H(m)
+    pixel_entropy_mean: np.ndarray | None = None     # (B,) mean of H(m)
+    pixel_perplexity_mean: np.ndarray | None = None  # (B,) mean of exp(H(m))
+    ranked_idx: np.ndarray | None = None        # (B, n) subset images ranked by mean per-pixel weight
+    ranked_w: np.ndarray | None = None          # (B, n) their mean per-pixel weights
+    ref_x0: np.ndarray | None = None            # (B, C, H, W) exact check: full-scan PCA x0_hat at x_t
+    onestep_mse: np.ndarray | None = None       # (B,) method vs full-scan PCA at the same x_t
+    onestep_r2: np.ndarray | None = None        # (B,)
+    pixel_captured_mass: np.ndarray | None = None  # (B, C, H, W) per-pixel PCA mass held by S_t
+
+    def to_dict(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+def _np(x: torch.Tensor | None):
+    return None if x is None else x.detach().float().cpu().numpy() if x.is_floating_point() else x.cpu().numpy()
+
+
+def make_record(step: int, t: int, x_t: torch.Tensor, out: DenoiseOutput, corpus: Corpus, abar: float,
+                tau: float = 1.0, top_n: int = 32, reference_mask: torch.Tensor | None = None,
+                time_step: float = 0.0) -> StepRecord:
+    """Compute every diagnostic of one step. x_t, out.x0_hat: (B, D).
+
+    reference_mask: when given (the (D, D) PCA-locality mask), run the exact check: a full-scan PCA-locality
+    posterior at the same x_t, the method's one-step MSE / r^2 against it, and the per-pixel mass of S_t.
+    """
+    B, shape = x_t.shape[0], (x_t.shape[0],) + corpus.shape
+    w = global_posterior(x_t, corpus, abar, tau)                           # (B, N)
+    n = min(top_n, corpus.N)
+    top = w.topk(n, dim=1)
+    rec = StepRecord(
+        step=step, t=t, abar=abar, snr=abar / (1 - abar), sigma=math.sqrt(1 - abar), method=out.method,
+        x_t=_np(x_t).reshape(shape), x0_hat=_np(out.x0_hat).reshape(shape),
+        time_screen=out.timings.get("screen", 0.0), time_select=out.timings.get("select", 0.0),
+        time_aggregate=out.timings.get("aggregate", 0.0), time_step=time_step,
+        entropy=_np(entropy(w)), perplexity=_np(perplexity(w)), ess=_np(ess(w)),
+        k90=_np(k_mass(w, 0.9)), k99=_np(k_mass(w, 0.99)), top_idx=_np(top.indices), top_w=_np(top.values),
+        N=corpus.N, m_t=out.m_t, k_t=out.k_t)
+    if out.subset is not None:
+        rec.subset_idx = _np(out.subset).astype(np.int32)
+        rec.captured_mass = _np(captured_mass(w, out.subset))
+        rec.recall = _np(topk_recall(w, out.subset))
+        if out.subset_weight is not None:
+            r = out.subset_weight.topk(min(top_n, out.subset.shape[1]), dim=1)
+            rec.ranked_idx, rec.ranked_w = _np(out.subset.gather(1, r.indices)), _np(r.values)
+    if out.pixel_entropy is not None:
+        H = out.pixel_entropy
+        rec.pixel_entropy = _np(H).reshape(shape)
+        rec.pixel_entropy_mean = _np(H.mean(1))
+        rec.pixel_perplexity_mean = _np(torch.exp(H).mean(1))
+    if reference_mask is not None:
+        flag = None
+        if out.subset is not None:
+            flag = torch.zeros(B, corpus.N, dtype=torch.bool, device=x_t.device).scatter_(1, out.subset, True)
+        acc = locality_scan(x_t, corpus.X, reference_mask, abar, tau, flag)
+        ref = acc.mean()
+        rec.ref_x0 = _np(ref).reshape(shape)
+        rec.onestep_mse, rec.onestep_r2 = _np(mse01(out.x0_hat, ref)), _np(r2(out.x0_hat, ref))
+        if flag is not None:
+            rec.pixel_captured_mass = _np(acc.captured()).reshape(shape)
+    return rec

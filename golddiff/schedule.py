@@ -1,0 +1,65 @@
+"""DDPM noise schedule, DDIM timesteps and the DDIM (eta=0) update.
+
+Notation follows DESIGN.md: abar_t = prod_{s<=t} (1 - beta_s), SNR_t = abar_t / (1 - abar_t),
+sigma_t = sqrt(1 - abar_t). Forward process: x_t = sqrt(abar_t) x0 + sigma_t eps.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass
+class NoiseSchedule:
+    T: int = 1000              # number of training timesteps
+    beta_start: float = 1e-4   # first beta of the linear DDPM schedule
+    beta_end: float = 0.02     # last beta
+    abars: torch.Tensor = field(init=False, repr=False)  # (T,) float64, abar_t for t = 0..T-1
+
+    def __post_init__(self):
+        betas = torch.linspace(self.beta_start, self.beta_end, self.T, dtype=torch.float64)
+        self.abars = torch.cumprod(1.0 - betas, dim=0)
+
+    def _check_t(self, t: int) -> int:
+        t = int(t)
+        if not 0 <= t < self.T:
+            raise ValueError(f"Timestep {t} is outside 0..{self.T - 1}; pick a t inside the schedule.")
+        return t
+
+    def abar(self, t: int) -> float:
+        """abar_t as a python float."""
+        return float(self.abars[self._check_t(t)])
+
+    def sigma(self, t: int) -> float:
+        """sigma_t = sqrt(1 - abar_t): the noise standard deviation of x_t."""
+        return math.sqrt(1.0 - self.abar(t))
+
+    def snr(self, t: int) -> float:
+        """SNR_t = abar_t / (1 - abar_t)."""
+        a = self.abar(t)
+        return a / (1.0 - a)
+
+    def timesteps(self, steps: int) -> list[int]:
+        """DDIM timesteps with "leading" spacing, descending: 10 steps -> [900, 800, ..., 0]."""
+        steps = int(steps)
+        if not 1 <= steps <= self.T:
+            raise ValueError(f"steps={steps} is outside 1..{self.T}; choose a number of steps in that range.")
+        ratio = self.T // steps
+        return [i * ratio for i in range(steps - 1, -1, -1)]
+
+    def ddim_step(self, x_t: torch.Tensor, x0_hat: torch.Tensor, t: int, t_prev: int) -> torch.Tensor:
+        """One deterministic DDIM step (eta = 0) from t to t_prev < t given an x0 prediction.
+
+        x_t, x0_hat: (B, D).  eps_hat = (x_t - sqrt(abar_t) x0_hat) / sqrt(1 - abar_t);
+        x_{t_prev} = sqrt(abar_{t_prev}) x0_hat + sqrt(1 - abar_{t_prev}) eps_hat.  Returns (B, D).
+        """
+        a_t, a_prev = self.abar(t), self.abar(t_prev)
+        eps_hat = (x_t - math.sqrt(a_t) * x0_hat) / math.sqrt(1.0 - a_t)
+        return math.sqrt(a_prev) * x0_hat + math.sqrt(1.0 - a_prev) * eps_hat
+
+    def noise(self, x0: torch.Tensor, t: int, eps: torch.Tensor) -> torch.Tensor:
+        """Forward process q(x_t | x0): sqrt(abar_t) x0 + sigma_t eps. Shapes (B, D)."""
+        a = self.abar(t)
+        return math.sqrt(a) * x0 + math.sqrt(1.0 - a) * eps
