@@ -1,0 +1,103 @@
+"""UI helpers shared by app.py and the pages: cached resources, the shared sidebar, error display.
+
+UI only: all math comes from golddiff. Cached resources are keyed by names and parameters (never by big
+arrays) and are never mutated by a page.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import streamlit as st
+import torch
+
+import golddiff
+from golddiff import data as gdata
+from golddiff.denoisers import METHODS, default_params, get_corpus, make_denoiser
+
+DEFAULT_DATASET = "mnist-5k"
+
+
+@st.cache_resource(show_spinner="Loading dataset...")
+def get_dataset(name: str) -> golddiff.Dataset:
+    return golddiff.load_dataset(name)
+
+
+@st.cache_resource(show_spinner="Preparing data statistics...")
+def get_corpus_cached(name: str, device: str):
+    """The dataset on the device with its statistics computed (shared by every session)."""
+    c = get_corpus(get_dataset(name), torch.device(device))
+    _ = c.stats
+    return c
+
+
+def device_name() -> str:
+    return str(gdata.pick_device(None))
+
+
+def build_denoiser(cfg: "Config"):
+    """A denoiser for the sidebar's choices; its corpus comes from the shared cache."""
+    get_corpus_cached(cfg.dataset, cfg.device)
+    return make_denoiser(cfg.method, get_dataset(cfg.dataset), device=cfg.device, **cfg.params)
+
+
+@dataclass(frozen=True)
+class Config:
+    dataset: str                   # registry name
+    method: str                    # one of METHODS
+    steps: int                     # DDIM steps
+    n: int                         # samples in the batch
+    seed: int                      # start-noise seed
+    device: str                    # "cpu" or "cuda"
+    params: dict = field(default_factory=dict, hash=False)   # k_min, k_max, low_res, mask_threshold, ...
+
+    def key(self) -> tuple:
+        """Hashable identity of a run (used to tell whether a stored result is stale)."""
+        return (self.dataset, self.method, self.steps, self.n, self.seed, self.device,
+                tuple(sorted(self.params.items())))
+
+
+def image_datasets() -> list[str]:
+    return [n for n, i in gdata.REGISTRY.items() if i.resolution != "2-D"]
+
+
+def sidebar() -> Config | None:
+    """Draw the shared sidebar; store and return the Config (None when the dataset cannot load)."""
+    sb = st.sidebar
+    sb.header("Run settings")
+    names = image_datasets()
+    avail = {n: gdata.REGISTRY[n].available() for n in names}
+    dataset = sb.selectbox("Dataset", names, index=names.index(DEFAULT_DATASET),
+                           format_func=lambda n: n if avail[n] else f"{n} (not found)", key="dataset")
+    try:
+        ds = get_dataset(dataset)
+    except ValueError as e:
+        sb.error(str(e))
+        return None
+    method = sb.selectbox("Method", list(METHODS), index=list(METHODS).index("golddiff"), key="method")
+    steps = sb.number_input("Steps", 1, 1000, 10, key="steps")
+    n = sb.number_input("Samples", 1, 64, 4, key="n")
+    seed = sb.number_input("Seed", 0, 2**31 - 1, 0, key="seed")
+    d = default_params(ds.N, ds.shape)
+    with sb.expander("GoldDiff parameters", expanded=False):
+        k_min = st.number_input("k_min (smallest golden subset)", 1, ds.N, d["k_min"], key=f"k_min_{dataset}")
+        k_max = st.number_input("k_max (largest golden subset)", 1, ds.N, d["k_max"], key=f"k_max_{dataset}")
+        low_res = st.number_input("proxy resolution", 1, ds.shape[1], d["low_res"], key=f"low_res_{dataset}")
+        thr = st.number_input("mask threshold", 0.0, 1.0, d["mask_threshold"], step=0.005, format="%.3f",
+                              key="mask_threshold")
+        tau = st.number_input("temperature", 0.05, 10.0, d["temperature"], step=0.05, key="temperature")
+        pool = st.radio("pool mode", ["random", "nearest"], horizontal=True, key="pool",
+                        help="random: the published Monte-Carlo pool; nearest: screen all N (ablation)")
+        snr_switch = st.number_input("hybrid: Wiener below SNR", 0.0, 100.0, d["snr_switch"], step=0.01,
+                                     format="%.3f", key="snr_switch")
+    device = device_name()
+    sb.caption(f"Device: {gdata.device_label(torch.device(device))}")
+    cfg = Config(dataset, method, int(steps), int(n), int(seed), device,
+                 dict(k_min=int(k_min), k_max=int(k_max), low_res=int(low_res), mask_threshold=float(thr),
+                      temperature=float(tau), pool=pool, snr_switch=float(snr_switch)))
+    st.session_state["cfg"] = cfg
+    return cfg
+
+
+def show_error(e: Exception) -> None:
+    """One clear sentence for errors a user can cause; never a traceback."""
+    st.error(str(e) if isinstance(e, ValueError) else f"Something went wrong: {e}")
