@@ -68,12 +68,17 @@ def add_method_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--temperature", type=float, default=None, help="posterior temperature tau (1)")
     p.add_argument("--pool", choices=["random", "nearest"], default=None, help="coarse pool mode (random)")
     p.add_argument("--snr-switch", type=float, default=None, help="hybrid: Wiener below this SNR (0.1)")
+    p.add_argument("--backend", choices=["torch", "faiss", "faiss-ivf"], default=None,
+                   help="proxy search: torch (exact, default), faiss (exact flat index), faiss-ivf (approximate)")
+    p.add_argument("--nprobe", type=int, default=None,
+                   help="faiss-ivf: lists probed per query (default: enough to hold ~4 k_max screened points)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
 
 
 def method_params(args) -> dict:
     return dict(k_min=args.k_min, k_max=args.k_max, mask_threshold=args.mask_threshold, low_res=args.low_res,
-                temperature=args.temperature, pool=args.pool, snr_switch=args.snr_switch)
+                temperature=args.temperature, pool=args.pool, snr_switch=args.snr_switch, backend=args.backend,
+                nprobe=args.nprobe)
 
 
 def cmd_sample(args) -> int:

@@ -13,7 +13,7 @@ import torch
 
 from .data import Dataset, pick_device
 from .posterior import StreamingSoftmax, chunk_rows, global_logits, locality_logits, CHUNK_ELEMS
-from .retrieval import ProxyIndex, fine_select, proxy_factor
+from .retrieval import ProxyIndex, check_backend, fine_select, proxy_factor, search_recall
 from .schedule import NoiseSchedule
 from .stats import DataStats
 
@@ -31,6 +31,8 @@ class DenoiseOutput:
     m_t: int | None = None                        # coarse pool size
     k_t: int | None = None                        # golden subset size
     timings: dict = field(default_factory=dict)   # seconds: screen, select, aggregate
+    search_recall: torch.Tensor | None = None     # (B,) share of the exact proxy top-k_max an approximate
+                                                  # search found (None when the search was exact)
 
 
 def _sync(device: torch.device) -> None:
@@ -51,7 +53,7 @@ class Corpus:
         self.X = data.flat().to(device).contiguous()                # (N, D)
         self.sqnorm = self.X.square().sum(1)                        # (N,)
         self._stats: DataStats | None = None
-        self._proxy: dict[int, ProxyIndex] = {}
+        self._proxy: dict[tuple, ProxyIndex] = {}
 
     @property
     def N(self) -> int:
@@ -67,10 +69,13 @@ class Corpus:
             self._stats = DataStats.from_data(self.X)
         return self._stats
 
-    def proxy(self, low_res: int) -> ProxyIndex:
-        if low_res not in self._proxy:
-            self._proxy[low_res] = ProxyIndex(self.X, self.shape, low_res)
-        return self._proxy[low_res]
+    def proxy(self, low_res: int, backend: str = "torch", nlist: int | None = None) -> ProxyIndex:
+        """The proxy database + search index for (low_res, backend, nlist), built once; proxies are shared."""
+        key = (low_res, backend, nlist)
+        if key not in self._proxy:
+            P = next((ix.P for (lr, _, _), ix in self._proxy.items() if lr == low_res), None)
+            self._proxy[key] = ProxyIndex(self.X, self.shape, low_res, backend, nlist, self.data.name, P)
+        return self._proxy[key]
 
 
 _CORPORA: dict[tuple, Corpus] = {}
@@ -154,7 +159,7 @@ def default_params(N: int, shape: tuple[int, int, int]) -> dict:
     """GoldDiff defaults scaled to N as in the paper: k_min ~ N/20, k_max ~ N/10."""
     k_min = max(1, round(N / 20))
     return dict(k_min=k_min, k_max=max(k_min, round(N / 10)), low_res=default_low_res(shape),
-                mask_threshold=0.02, temperature=1.0, pool="random", snr_switch=0.1)
+                mask_threshold=0.02, temperature=1.0, pool="random", snr_switch=0.1, backend="torch")
 
 
 # ----------------------------------------------------------------------------- denoisers
@@ -243,7 +248,7 @@ class GoldDiffDenoiser(PCALocalityDenoiser):
     name = "golddiff"
 
     def __init__(self, corpus, schedule, temperature=1.0, mask_threshold=0.02, k_min=None, k_max=None,
-                 low_res=None, pool="random"):
+                 low_res=None, pool="random", backend="torch", nlist=None, nprobe=None):
         super().__init__(corpus, schedule, temperature, mask_threshold)
         d = default_params(corpus.N, corpus.shape)
         self.k_min = int(d["k_min"] if k_min is None else k_min)
@@ -259,7 +264,11 @@ class GoldDiffDenoiser(PCALocalityDenoiser):
         if pool not in POOL_MODES:
             raise ValueError(f"Unknown pool mode '{pool}'; choose one of: {', '.join(POOL_MODES)}.")
         proxy_factor(corpus.shape, self.low_res)           # raises if the pooling cannot divide
-        self.pool = pool
+        check_backend(backend, nlist, nprobe)              # raises for unknown backends / misplaced nlist, nprobe
+        self.pool, self.backend = pool, backend
+        self.nlist = None if nlist is None else int(nlist)
+        self.nprobe = None if nprobe is None else int(nprobe)
+        corpus.proxy(self.low_res, backend, self.nlist)    # build (or load) the proxy index now, not mid-sampling
 
     def sizes(self, t: int) -> tuple[int, int]:
         """(m_t, k_t) at timestep t."""
@@ -278,11 +287,12 @@ class GoldDiffDenoiser(PCALocalityDenoiser):
         c, s = self.corpus, math.sqrt(abar)
         m_t, k_t = self.sizes(t)
         M = self.mask(t, abar)
-        index = c.proxy(self.low_res)
+        index = c.proxy(self.low_res, self.backend, self.nlist)
         # 1. coarse: pool of m_t (random) or all N (nearest), screened in the proxy space down to k_max
         t0 = time.perf_counter()
         pool = self.draw_pool(m_t, x_t.shape[0], generator) if self.pool == "random" else None
-        cand = index.search(index.query(x_t), s, self.k_max, pool)              # (B, k_max)
+        q = index.query(x_t)                                                    # (B, d)
+        cand = index.search(q, s, self.k_max, pool, self.nprobe)                # (B, k_max)
         _sync(self.device)
         t1 = time.perf_counter()
         # 2. fine: full-resolution distance, keep the k_t nearest -> golden subset S_t
@@ -293,7 +303,11 @@ class GoldDiffDenoiser(PCALocalityDenoiser):
         x0, H, wmean = locality_subset(x_t, c.X[S], M, abar, self.temperature)
         _sync(self.device)
         t3 = time.perf_counter()
-        return DenoiseOutput(x0, self.name, pixel_entropy=H, subset=S, subset_weight=wmean,
+        # diagnostics (untimed): recall of an approximate search against the exact proxy top-k_max
+        recall = None
+        if index.approximate and index.uses_index(cand.shape[1], pool):
+            recall = search_recall(cand, index.search(q, s, cand.shape[1], pool, exact=True))
+        return DenoiseOutput(x0, self.name, pixel_entropy=H, subset=S, subset_weight=wmean, search_recall=recall,
                              m_t=m_t if self.pool == "random" else c.N, k_t=int(S.shape[1]),
                              timings={"screen": t1 - t0, "select": t2 - t1, "aggregate": t3 - t2})
 
@@ -322,8 +336,10 @@ _PARAMS = {
     "optimal": ("temperature",),
     "wiener": ("temperature",),
     "pca": ("temperature", "mask_threshold"),
-    "golddiff": ("temperature", "mask_threshold", "k_min", "k_max", "low_res", "pool"),
-    "hybrid": ("temperature", "mask_threshold", "k_min", "k_max", "low_res", "pool", "snr_switch"),
+    "golddiff": ("temperature", "mask_threshold", "k_min", "k_max", "low_res", "pool", "backend", "nlist",
+                 "nprobe"),
+    "hybrid": ("temperature", "mask_threshold", "k_min", "k_max", "low_res", "pool", "backend", "nlist", "nprobe",
+               "snr_switch"),
 }
 
 
