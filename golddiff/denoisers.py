@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .data import Dataset, pick_device
+from .data import Dataset, cached_arrays, fingerprint, pick_device
 from .posterior import StreamingSoftmax, chunk_rows, global_logits, locality_logits, CHUNK_ELEMS
 from .retrieval import ProxyIndex, check_backend, fine_select, proxy_factor, search_recall
 from .schedule import NoiseSchedule
@@ -66,7 +66,11 @@ class Corpus:
     @property
     def stats(self) -> DataStats:
         if self._stats is None:
-            self._stats = DataStats.from_data(self.X)
+            # disk cache (data.cached_arrays) keyed by name, N, shape and a strided content fingerprint
+            shape = "x".join(map(str, self.shape))
+            key = f"stats/v1/{self.data.name}/N{self.N}/{shape}/{fingerprint(self.data.images)}"
+            arrays = cached_arrays(key, lambda: DataStats.from_data(self.X).to_arrays())
+            self._stats = DataStats.from_arrays({k: v.copy() for k, v in arrays.items()}, self.device)
         return self._stats
 
     def proxy(self, low_res: int, backend: str = "torch", nlist: int | None = None) -> ProxyIndex:
