@@ -219,17 +219,23 @@ def _write_entry(key: str, arrays: dict[str, np.ndarray], meta) -> None:
         man = dict(version=CACHE_VERSION, key=key, meta=_json_roundtrip(meta), created=time.time(), arrays=entries)
         tmp = d / f"{slug}.json.{build}.tmp"
         tmp.write_text(json.dumps(man, sort_keys=True))
+        try:                                        # files of the entry this commit supersedes
+            old = [e["file"] for e in json.loads((d / f"{slug}.json").read_text())["arrays"].values()]
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            old = []
         os.replace(tmp, d / f"{slug}.json")
     except BaseException:
         for p in done + ([tmp] if tmp is not None else []):
             with contextlib.suppress(OSError):
                 p.unlink()
         raise
+    # Delete the superseded entry's files now; anything else unreferenced (a killed writer's temp files, the
+    # files of a racing writer whose manifest lost) only once it is an hour old, so in-flight writes survive.
     keep = {e["file"] for e in entries.values()}
-    for p in d.glob(f"{slug}.*"):                  # older builds and temp files left by killed writers
-        old_tmp = p.suffix == ".tmp" and time.time() - p.stat().st_mtime > 3600
-        if (p.suffix == ".npy" and p.name not in keep) or old_tmp:
-            with contextlib.suppress(OSError):
+    for p in [d / f for f in old if f not in keep] + list(d.glob(f"{slug}.*")):
+        with contextlib.suppress(OSError):
+            stale = time.time() - p.stat().st_mtime > 3600
+            if p.name not in keep and p.suffix in (".npy", ".tmp") and (p.name in old or stale):
                 p.unlink()
 
 
@@ -440,7 +446,8 @@ def _find_files(folder: str, names: tuple[str, ...]) -> list[Path] | None:
 
 
 def _files_meta(paths: list[Path]) -> list:
-    return [[p.name, p.stat().st_size] for p in paths]
+    """[path, size, mtime_ns] per source file: a changed or moved source rebuilds the decoded cache."""
+    return [[str(p), (st := p.stat()).st_size, st.st_mtime_ns] for p in paths]
 
 
 @dataclass(frozen=True)
@@ -754,10 +761,14 @@ class DatasetInfo:
 
 
 def _file_info(name: str, fs: _FileSet, channels: int, source: str, licence: str, decode, classes) -> DatasetInfo:
-    key = f"dataset/{name}/res{fs.res}"
+    # loader and available() read REGISTRY[name].files at call time, so the entry can be swapped (tests)
+    def files() -> _FileSet:
+        return REGISTRY[name].files
+
     return DatasetInfo(name, f"{fs.res}x{fs.res}", channels, source, licence,
-                       lambda progress=None: _load_fileset(name, fs, decode, classes, progress),
-                       lambda: fs.locate() is not None or cache_state(key) is not None, fs)
+                       lambda progress=None: _load_fileset(name, files(), decode, classes, progress),
+                       lambda: files().locate() is not None or cache_state(REGISTRY[name].cache_key) is not None,
+                       fs)
 
 
 REGISTRY: dict[str, DatasetInfo] = {
