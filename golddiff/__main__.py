@@ -53,7 +53,8 @@ def cmd_info(args) -> int:
         print("faiss      not installed")
     print(f"device     {data.device_label(data.pick_device(None))}")
     print(f"cache      {data.cache_dir()}")
-    print("datasets:")
+    print(f"data dirs  {', '.join(str(d.parent) for d in data.search_dirs('<name>'))}  (searched in this order)")
+    print("datasets:   (also folder:PATH or folder:PATH?res=R for a folder of images)")
     for line in data.describe_datasets():
         print("  " + line)
     return 0
@@ -73,6 +74,9 @@ def add_method_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--nprobe", type=int, default=None,
                    help="faiss-ivf: lists probed per query (default: enough to hold ~4 k_max screened points)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
+    p.add_argument("--max-memory", default=None,
+                   help="refuse any structure needing more than this, e.g. 2GB (default: $GOLDDIFF_MAX_MEMORY, "
+                        "else what the device has free)")
 
 
 def method_params(args) -> dict:
@@ -128,6 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if getattr(args, "max_memory", None) is not None:
+            from .memory import set_max_memory
+            set_max_memory(args.max_memory)
         return {"info": cmd_info, "sample": cmd_sample, "bench": cmd_bench}[args.cmd](args)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -14,6 +14,7 @@ import torch
 from .data import Dataset, cached_arrays, fingerprint, pick_device
 from .posterior import StreamingSoftmax, chunk_rows, global_logits, locality_logits, CHUNK_ELEMS
 from .retrieval import ProxyIndex, check_backend, fine_select, proxy_factor, search_recall
+from .memory import check_memory
 from .schedule import NoiseSchedule
 from .stats import DataStats
 
@@ -50,8 +51,14 @@ class Corpus:
     def __init__(self, data: Dataset, device: torch.device):
         self.data, self.device = data, device
         self.shape = data.shape                                     # (C, H, W)
-        self.X = data.flat().to(device).contiguous()                # (N, D)
-        self.sqnorm = self.X.square().sum(1)                        # (N,)
+        src = data.flat()
+        copies = src.device != torch.device(device) or src.dtype != torch.float32 or not src.is_contiguous()
+        check_memory((src.numel() if copies else 0) * 4 + src.shape[0] * 8,
+                     f"placing '{data.name}' (N={src.shape[0]}, D={src.shape[1]}) on {device}",
+                     "use a smaller dataset (fewer images or a lower resolution)", device)
+        self.X = src.to(device, torch.float32).contiguous()        # (N, D)
+        # ||x_i||^2 in row chunks: X.square() would briefly hold a second (N, D) copy
+        self.sqnorm = torch.cat([self.X[i:i + 65536].square().sum(1) for i in range(0, self.N, 65536)])  # (N,)
         self._stats: DataStats | None = None
         self._proxy: dict[tuple, ProxyIndex] = {}
 
@@ -78,6 +85,11 @@ class Corpus:
         key = (low_res, backend, nlist)
         if key not in self._proxy:
             P = next((ix.P for (lr, _, _), ix in self._proxy.items() if lr == low_res), None)
+            d = self.D // max(1, proxy_factor(self.shape, low_res) ** 2)
+            # proxies (N, d) + norms, and a CPU float32 copy of them inside a faiss index
+            check_memory(self.N * (d * 4 * ((P is None) + backend.startswith("faiss")) + 4),
+                         f"the proxy index of '{self.data.name}' (N={self.N}, d={d}, {backend})",
+                         "lower --low-res or use a smaller dataset", self.device)
             self._proxy[key] = ProxyIndex(self.X, self.shape, low_res, backend, nlist, self.data.name, P)
         return self._proxy[key]
 
@@ -89,17 +101,38 @@ def get_corpus(data: Dataset, device: torch.device | str | None = None) -> Corpu
     """The shared Corpus of `data` on `device` (built on first use)."""
     dev = pick_device(device) if not isinstance(device, torch.device) else device
     key = (data.name, data.N, data.shape, str(dev))
-    if key not in _CORPORA:
-        _CORPORA[key] = Corpus(data, dev)
-    return _CORPORA[key]
+    c = _CORPORA.get(key)
+    # same name and size but other images (e.g. Dataset.subset with another seed): rebuild, never reuse stale data
+    if c is not None and not (c.data is data or c.data.images is data.images
+                              or torch.equal(c.data.images, data.images)):
+        del _CORPORA[key], c
+        c = None
+    if c is None:
+        c = _CORPORA[key] = Corpus(data, dev)
+    return c
 
 
 # ----------------------------------------------------------------------------- aggregation kernels
 
+def aggregation_bytes(B: int, rows: int, D: int) -> int:
+    """Peak bytes of the (B, rows, D) float32 work tensors one aggregation holds at once (logits, exp,
+    products: about four)."""
+    return 4 * B * rows * D * 4
+
+
+def subset_bytes(B: int, k: int, D: int) -> int:
+    """Bytes of gathering a (B, k, D) golden subset and aggregating over it with `locality_subset`."""
+    work = 3 * B * k * D * 4 if B * k * D <= 4 * CHUNK_ELEMS else aggregation_bytes(B, chunk_rows(B, D), D)
+    return B * k * D * 4 + work
+
+
 def global_scan(x_t: torch.Tensor, c: Corpus, abar: float, tau: float) -> StreamingSoftmax:
     """Exact global posterior mean by streaming over chunks of N (memory O(B * chunk)). x_t: (B, D)."""
     acc = StreamingSoftmax()
-    step = max(1024, CHUNK_ELEMS // max(1, x_t.shape[0] * 8))
+    B = x_t.shape[0]
+    step = max(1024, CHUNK_ELEMS // max(1, B * 8))
+    check_memory(4 * B * min(step, c.N) * 4 + 4 * B * c.D * 4,
+                 f"the full-scan optimal step for n={B} samples over N={c.N} images", "lower --n", x_t.device)
     for i in range(0, c.N, step):
         logits = global_logits(x_t, c.X[i:i + step], c.sqnorm[i:i + step], abar, tau)   # (B, c)
         acc.add(logits[..., None], c.X[i:i + step])
@@ -113,7 +146,11 @@ def locality_scan(x_t: torch.Tensor, X: torch.Tensor, M: torch.Tensor, abar: flo
     x_t: (B, D); M: (D, D); flag: optional (B, N) bool marking a subset whose per-pixel mass is wanted.
     """
     acc = StreamingSoftmax()
-    step = chunk_rows(x_t.shape[0], X.shape[1])
+    B, (N, D) = x_t.shape[0], X.shape
+    step = chunk_rows(B, D)
+    check_memory(aggregation_bytes(B, min(step, N), D) + 4 * B * D * 4,
+                 f"the full-scan PCA-locality step for n={B} samples (chunks of {min(step, N)} images, D={D})",
+                 "lower --n", x_t.device)
     for i in range(0, X.shape[0], step):
         Xc = X[i:i + step]                                                   # (c, D)
         acc.add(locality_logits(x_t, Xc, M, abar, tau), Xc, None if flag is None else flag[:, i:i + step])
@@ -304,6 +341,10 @@ class GoldDiffDenoiser(PCALocalityDenoiser):
         _sync(self.device)
         t2 = time.perf_counter()
         # 3. aggregate: exact per-pixel PCA-locality softmax over S_t only
+        B, D = x_t.shape
+        check_memory(subset_bytes(B, int(S.shape[1]), D),
+                     f"the ({B}, {int(S.shape[1])}, {D}) golden subset at t={t}", "lower --n or --k-max",
+                     self.device)
         x0, H, wmean = locality_subset(x_t, c.X[S], M, abar, self.temperature)
         _sync(self.device)
         t3 = time.perf_counter()

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from .denoisers import Corpus, DenoiseOutput, locality_scan
+from .memory import check_memory
 from .posterior import global_logits
 
 # Display names, shared by the CLI table and the app.
@@ -147,6 +148,9 @@ def make_record(step: int, t: int, x_t: torch.Tensor, out: DenoiseOutput, corpus
     posterior at the same x_t, the method's one-step MSE / r^2 against it, and the per-pixel mass of S_t.
     """
     B, shape = x_t.shape[0], (x_t.shape[0],) + corpus.shape
+    # logits, weights and the temporaries of entropy / ESS / sort (values + int64 indices): ~8 (B, N) floats
+    check_memory(8 * B * corpus.N * 4, f"the ({B}, {corpus.N}) global posterior of the diagnostics",
+                 "lower --n or use a smaller dataset", x_t.device)
     w = global_posterior(x_t, corpus, abar, tau)                           # (B, N)
     n = min(top_n, corpus.N)
     top = w.topk(n, dim=1)

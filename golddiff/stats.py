@@ -10,6 +10,8 @@ import math
 import numpy as np
 import torch
 
+from .memory import check_memory
+
 
 def mean_and_cov(X: torch.Tensor, chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean (D,) and covariance (D, D) of X (N, D), accumulated in float64 over row chunks."""
@@ -39,6 +41,10 @@ class DataStats:
     @classmethod
     def from_data(cls, X: torch.Tensor) -> "DataStats":
         """X: (N, D) on any device. Eigendecomposition in float64."""
+        D = int(X.shape[1])
+        # ss, cov and eigh's eigenvectors + workspace: about four (D, D) float64 matrices at once
+        check_memory(4 * D * D * 8 + 4096 * D * 8, f"the ({D}, {D}) float64 data covariance",
+                     "use a lower-resolution dataset", X.device)
         mu, cov = mean_and_cov(X)
         lam, U = torch.linalg.eigh(cov)                   # ascending
         lam, U = lam.flip(0).clamp_min(0.0), U.flip(1)
@@ -83,6 +89,8 @@ class DataStats:
             if threshold <= 0:
                 M = torch.ones(self.D, self.D, device=self.mean.device)
             else:
+                check_memory(4 * self.D * self.D * 8, f"the ({self.D}, {self.D}) PCA-locality mask",
+                             "use a lower-resolution dataset", self.mean.device)
                 L = self.locality_operator(abar)
                 diag = torch.diagonal(L).clone()
                 diag[diag.abs() < 1e-12] = 1.0
