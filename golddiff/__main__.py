@@ -53,7 +53,7 @@ def cmd_info(args) -> int:
         print("faiss      not installed")
     print(f"device     {data.device_label(data.pick_device(None))}")
     print(f"cache      {data.cache_dir()}")
-    print(f"data dirs  {', '.join(str(d.parent) for d in data.search_dirs('<name>'))}  (searched in this order)")
+    print(f"data dirs  {', '.join(data.data_roots())}  (each /<name>, in this order)")
     print("datasets:   (also folder:PATH or folder:PATH?res=R for a folder of images)")
     for line in data.describe_datasets():
         print("  " + line)

@@ -348,6 +348,13 @@ def search_dirs(folder: str) -> list[Path]:
     return dirs + [SYSTEM_DATA_DIR / folder, cache_dir() / "downloads" / folder]
 
 
+def data_roots() -> list[str]:
+    """The search roots for `python -m golddiff info`, in order, with $GOLDDIFF_DATA shown even when unset."""
+    env = os.environ.get("GOLDDIFF_DATA")
+    return [f"$GOLDDIFF_DATA={env}" if env else "$GOLDDIFF_DATA (unset)", str(SYSTEM_DATA_DIR),
+            str(cache_dir() / "downloads")]
+
+
 def _open_url(url: str, timeout: float = 30.0):
     """Open `url` for reading (tests replace this function)."""
     import urllib.request
