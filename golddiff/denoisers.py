@@ -6,6 +6,7 @@ the x0 estimate plus the raw material the diagnostics need (golden subset, per-p
 from __future__ import annotations
 
 import math
+import numbers
 import time
 from dataclasses import dataclass, field
 
@@ -292,6 +293,10 @@ class GoldDiffDenoiser(PCALocalityDenoiser):
                  low_res=None, pool="random", backend="torch", nlist=None, nprobe=None):
         super().__init__(corpus, schedule, temperature, mask_threshold)
         d = default_params(corpus.N, corpus.shape)
+        for name, v in (("k_min", k_min), ("k_max", k_max), ("low_res", low_res)):
+            if v is not None and not (isinstance(v, numbers.Real) and not isinstance(v, bool)
+                                      and math.isfinite(v) and v == int(v)):
+                raise ValueError(f"{name}={v!r} must be a whole number.")
         self.k_min = int(d["k_min"] if k_min is None else k_min)
         self.k_max = int(d["k_max"] if k_max is None else k_max)
         self.low_res = int(d["low_res"] if low_res is None else low_res)

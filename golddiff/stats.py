@@ -43,7 +43,7 @@ class DataStats:
         """X: (N, D) on any device. Eigendecomposition in float64."""
         D = int(X.shape[1])
         # ss, cov and eigh's eigenvectors + workspace: about four (D, D) float64 matrices at once
-        check_memory(4 * D * D * 8 + 4096 * D * 8, f"the ({D}, {D}) float64 data covariance",
+        check_memory(4 * D * D * 8 + min(int(X.shape[0]), 4096) * D * 8, f"the ({D}, {D}) float64 data covariance",
                      "use a lower-resolution dataset", X.device)
         mu, cov = mean_and_cov(X)
         lam, U = torch.linalg.eigh(cov)                   # ascending
