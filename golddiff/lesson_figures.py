@@ -38,16 +38,16 @@ def _snr_axis(fig: go.Figure, **kw) -> None:
     fig.update_xaxes(type="log", title_text="SNR = abar / (1 - abar)  (noisy -> clean)", **kw)
 
 
-def _vline(fig: go.Figure, x: float, text: str, color: str = "gray", **kw) -> None:
+def _vline(fig: go.Figure, x: float, text: str, color: str = "gray", position: str = "top left", **kw) -> None:
     if x and x > 0:
         fig.add_vline(x=x, line_dash="dot", line_color=color, annotation_text=text,
-                      annotation_position="top left", **kw)
+                      annotation_position=position, annotation_font_color=color, **kw)
 
 
 # ----------------------------------------------------------------------------- 2-D toy
 
 
-def toy_scene(frame: dict, lim: float = 3.0, grid: int = 49) -> go.Figure:
+def toy_scene(frame: dict, lim: float = 2.0, grid: int = 41) -> go.Figure:
     """Training points coloured by posterior weight, golden subset ringed, x_t and its path, the x0_hat path.
 
     A faint grid of clickable points (trace name 'start grid') lets the user pick a new start x_T."""
@@ -105,7 +105,7 @@ def entropy_vs_snr(snr: np.ndarray, H: np.ndarray, ppl: np.ndarray, N: int, k_t:
         _vline(fig, current, "now", color="black")
     _snr_axis(fig)
     fig.update_yaxes(title_text="entropy (nats)", range=[0, math.log(N) * 1.05], secondary_y=False)
-    fig.update_yaxes(title_text="number of images", type="log", secondary_y=True)
+    fig.update_yaxes(title_text="number of images", type="log", dtick=1, secondary_y=True)
     fig.update_layout(height=420, margin=_MARGIN, legend=dict(orientation="h", y=-0.25),
                       title="Posterior concentration along the trajectory")
     return fig
@@ -115,18 +115,19 @@ def entropy_vs_snr(snr: np.ndarray, H: np.ndarray, ppl: np.ndarray, N: int, k_t:
 
 
 def step_times(ms: dict[str, float], phases: dict[str, dict]) -> go.Figure:
-    """Median ms per denoiser call of each method, split into screen / select / aggregate (log x)."""
+    """Median ms per denoiser call of each method (log x); the screen / select / aggregate split on hover."""
     names = list(ms)
-    fig = go.Figure()
-    for p, col in (("screen", "#19d3f3"), ("select", "#ab63fa"), ("aggregate", "#636efa")):
-        fig.add_trace(go.Bar(y=names, x=[max(phases[m].get(p, 0.0), 1e-4) for m in names], name=p,
-                             orientation="h", marker_color=col))
-    for m in names:
-        fig.add_annotation(y=m, x=math.log10(max(ms[m], 1e-3)), text=f" {ms[m]:.1f} ms", showarrow=False,
-                           xanchor="left")
-    fig.update_layout(barmode="stack", height=80 + 40 * len(names), margin=_MARGIN,
-                      title="Wall time per step (median, ms)", legend=dict(orientation="h", y=-0.3))
-    fig.update_xaxes(type="log", title_text="ms per step")
+    hover = [" | ".join(f"{p} {phases[m].get(p, 0.0):.2f} ms" for p in ("screen", "select", "aggregate"))
+             for m in names]
+    fig = go.Figure(go.Bar(y=names, x=[max(ms[m], 1e-3) for m in names], orientation="h",
+                           marker_color=[METHOD_COLORS.get(m, "#636efa") for m in names],
+                           text=[f"{ms[m]:.1f} ms" for m in names], textposition="outside", customdata=hover,
+                           hovertemplate="%{y}: %{x:.2f} ms<br>%{customdata}<extra></extra>"))
+    hi = max(max(ms.values()), 1e-3)
+    fig.update_xaxes(type="log", title_text="ms per step (log)", range=[math.log10(min(ms.values()) + 1e-3) - 0.5,
+                                                                    math.log10(hi) + 0.6])
+    fig.update_layout(height=80 + 45 * len(names), margin=_MARGIN, title="Wall time per step (median)",
+                      showlegend=False)
     return fig
 
 
@@ -155,7 +156,8 @@ def nn_distances(dist: dict[str, np.ndarray], train_scale: float) -> go.Figure:
     fig.add_hline(y=train_scale, line_dash="dot", annotation_text="typical training-image neighbour distance",
                   annotation_position="top left")
     fig.update_yaxes(title_text="RMS distance to nearest training image", rangemode="tozero")
-    fig.update_layout(height=360, margin=_MARGIN, showlegend=False, title="Copies (0) or new images?")
+    fig.update_layout(height=360, margin=_MARGIN, showlegend=False,
+                      title="Distance of each sample to its nearest training image")
     return fig
 
 
@@ -173,11 +175,11 @@ def gaussian_gap(gap: dict, snr_switch: float | None = None, snr_skip: float | N
     if snr_switch:
         _vline(fig, snr_switch, "hybrid switch", color="#ffa15a")
     if snr_skip:
-        _vline(fig, snr_skip, "teleport to", color="#1f77b4")
+        _vline(fig, snr_skip, "teleport to", color="#1f77b4", position="bottom left")
     _snr_axis(fig)
     lo = float(np.nanmin(gap["r2"])) if len(gap["r2"]) else 0.0
     fig.update_yaxes(title_text="r^2 (1 = identical)", range=[min(0.0, lo) - 0.05, 1.05], secondary_y=False)
-    fig.update_yaxes(title_text="perplexity / N", type="log", secondary_y=True)
+    fig.update_yaxes(title_text="perplexity / N", type="log", dtick=1, secondary_y=True)
     fig.update_layout(height=420, margin=_MARGIN, legend=dict(orientation="h", y=-0.25),
                       title="Where is the linear (Gaussian) score enough?")
     return fig
@@ -252,6 +254,6 @@ def profile(p: dict, current_t: int | None = None) -> go.Figure:
         fig.add_vline(x=current_t, line_dash="dot", line_color="black")
     fig.update_xaxes(title_text="t (0 = clean, 999 = pure noise)")
     fig.update_yaxes(title_text="nats", range=[0, math.log(p["N"]) * 1.05], secondary_y=False)
-    fig.update_yaxes(title_text="images", type="log", secondary_y=True)
+    fig.update_yaxes(title_text="images", type="log", dtick=1, secondary_y=True)
     fig.update_layout(height=320, margin=_MARGIN, legend=dict(orientation="h", y=-0.35), title="Diagnostics vs t")
     return fig

@@ -51,10 +51,11 @@ except ValueError as e:
 shape = (-1,) + data.shape
 st.subheader("1. Wiener denoiser and the closed-form trajectory")
 ts = demo["ts"]
-st.caption(f"Sample 1 of the batch at t = {', '.join(map(str, ts))}: the exact Gaussian ODE (top), DDIM with the "
-           "Wiener denoiser (middle), and the Wiener x0_hat at each step (bottom).")
-rows = [np.stack([x[0] for x in demo[k]]).reshape(shape) for k in ("closed_x", "ddim_x", "ddim_x0")]
-st.image(figs.tile(np.concatenate(rows), ncol=len(ts), px=48), clamp=True)
+st.caption(f"Sample 1 of the batch at t = {', '.join(map(str, ts))} (left to right).")
+for k, label in (("closed_x", "exact Gaussian ODE: x_t"), ("ddim_x", "DDIM with the Wiener denoiser: x_t"),
+                 ("ddim_x0", "Wiener x0_hat at each step")):
+    strip = figs.tile(np.stack([x[0] for x in demo[k]]).reshape(shape), px=64)
+    st.image(strip, width=strip.shape[1], caption=label)
 c = st.columns(2)
 c[0].image(figs.tile(demo["ddim_sample"].reshape(shape), px=56), caption="DDIM + Wiener: final samples")
 c[1].image(figs.tile(demo["closed_sample"].reshape(shape), px=56), caption="closed-form ODE endpoint (t = 0)")

@@ -69,9 +69,10 @@ with left:
                 "$L_t$, normalised per row and thresholded, gives a binary mask $M_t$; pixel $m$ gets its own "
                 "softmax over the pixels $n$ in its column.")
     st.latex(r"L_t = U\,\mathrm{diag}\Big(\frac{\bar\alpha_t\lambda_k}{\bar\alpha_t\lambda_k+1-\bar\alpha_t}\Big)U^\top,"
-             r"\quad M_t[n,m] = \mathbb 1\Big[\Big|\frac{L_t[n,m]}{L_t[n,n]}\Big| \ge \theta \max\Big|\frac{L_t}{\mathrm{diag}}\Big|\Big]")
-    st.latex(r"\hat x_0[m] = \sum_i \operatorname{softmax}_i\Big(-\frac{\sum_n M_t[n,m]\,(x_t[n]-\sqrt{\bar\alpha_t}\,"
-             r"x_i[n])^2}{2(1-\bar\alpha_t)\tau}\Big)\,x_i[m]")
+             r"\qquad M^0_t[n,m] = \frac{L_t[n,m]}{L_t[n,n]}")
+    st.latex(r"M_t[n,m] = \mathbb 1\big[\,|M^0_t[n,m]| \ge \theta\,\max |M^0_t|\,\big]")
+    st.latex(r"\ell_i(m) = -\frac{\sum_n M_t[n,m]\,(x_t[n]-\sqrt{\bar\alpha_t}\,x_i[n])^2}{2(1-\bar\alpha_t)\tau}")
+    st.latex(r"\hat x_0[m] = \sum_i \operatorname{softmax}_i\big(\ell_i(m)\big)\,x_i[m]")
     k = st.columns(2)
     row = k[0].number_input("pixel row", 0, H - 1, H // 2, key=f"hiw_row_{cfg.dataset}")
     col = k[1].number_input("pixel column", 0, W - 1, W // 2, key=f"hiw_col_{cfg.dataset}")
@@ -92,8 +93,9 @@ with left:
                 "a pool of $m_t$ images, screens it in a low-resolution proxy space down to $k_{max}$, keeps the "
                 "$k_t$ nearest at full resolution (the golden subset $S_t$), and runs the PCA-locality softmax "
                 "over $S_t$ only:")
-    st.latex(r"\sigma_t = \sqrt{1-\bar\alpha_t},\quad m_t = \mathrm{clip}\big(k_{max} + (N-k_{max})(1-\sigma_t),"
-             r"\,k_{max},\,N\big),\quad k_t = \max\big(k_{min},\,k_{max} - (k_{max}-k_{min})(1-\sigma_t)\big)")
+    st.latex(r"\sigma_t = \sqrt{1-\bar\alpha_t}")
+    st.latex(r"m_t = \mathrm{clip}\big(k_{max} + (N-k_{max})(1-\sigma_t),\ k_{max},\ N\big)")
+    st.latex(r"k_t = \max\big(k_{min},\ k_{max} - (k_{max}-k_{min})(1-\sigma_t)\big)")
     sig = SCHEDULE.sigma(t)
     st.markdown(f"At t = {t}: $\\sigma_t$ = {sig:.3f}, pool $m_t$ = {pool_size(data.N, k_max, sig)}, golden subset "
                 f"$k_t$ = {subset_size(k_min, k_max, sig)} of N = {data.N} (k_min = {k_min}, k_max = {k_max} from the "
@@ -107,8 +109,8 @@ with left:
     st.markdown("How concentrated is the posterior? Entropy in nats ($\\log N$ = uniform, 0 = one image), its "
                 "exponential the perplexity (an effective number of images), the effective sample size, and the "
                 "fewest images that hold 90% of the mass:")
-    st.latex(r"H = -\sum_i w_i\log w_i,\quad \mathrm{PPL} = e^{H},\quad \mathrm{ESS} = \frac{1}{\sum_i w_i^2},"
-             r"\quad k_{0.9} = \min\{k : \textstyle\sum_{j\le k} w_{(j)} \ge 0.9\}")
+    st.latex(r"H = -\sum_i w_i\log w_i,\qquad \mathrm{PPL} = e^{H},\qquad \mathrm{ESS} = \frac{1}{\sum_i w_i^2}")
+    st.latex(r"k_{0.9} = \min\Big\{k : \sum_{j\le k} w_{(j)} \ge 0.9\Big\}\quad (w_{(1)} \ge w_{(2)} \ge \dots)")
     m = st.columns(4)
     m[0].metric("H (nats)", f"{prof['entropy'][i]:.2f}", help=f"log N = {math.log(data.N):.2f}")
     m[1].metric("perplexity", f"{prof['perplexity'][i]:.1f}")

@@ -33,8 +33,8 @@ st.session_state.setdefault("toy_x", 1.6)
 st.session_state.setdefault("toy_y", -1.2)
 c = st.columns([1.2, 1, 1, 1, 1.2])
 name = c[0].radio("Toy set", TOYS, horizontal=True, key="toy_name")
-x0 = c[1].number_input("start x", -3.0, 3.0, step=0.1, format="%.2f", key="toy_x")
-y0 = c[2].number_input("start y", -3.0, 3.0, step=0.1, format="%.2f", key="toy_y")
+x0 = c[1].number_input("start x", -2.0, 2.0, step=0.1, format="%.2f", key="toy_x")
+y0 = c[2].number_input("start y", -2.0, 2.0, step=0.1, format="%.2f", key="toy_y")
 steps = c[3].number_input("DDIM steps", 2, 200, 50, key="toy_steps")
 pool = c[4].radio("pool", ["random", "nearest"], horizontal=True, key="toy_pool",
                   help="random: the published Monte-Carlo pool of m_t points; nearest: screen all N (ablation)")
@@ -55,7 +55,7 @@ except ValueError as e:
 
 ts = [r.t for r in traj.records]
 if st.session_state.get("toy_t") not in ts:
-    st.session_state["toy_t"] = ts[len(ts) // 2]
+    st.session_state["toy_t"] = min(ts, key=lambda v: abs(v - 200))   # where the posterior is concentrating
 left, right = st.columns([3, 2])
 with left:
     t = st.select_slider("timestep t (left: pure noise, right: clean)", options=ts, key="toy_t")
@@ -64,11 +64,11 @@ with left:
                     config={"scrollZoom": False})
 with right:
     m = st.columns(3)
-    m[0].metric("perplexity exp(H)", f"{frame['perplexity']:.1f}", help="effective number of training points")
-    m[1].metric("golden subset k_t", frame["k_t"], help=f"pool m_t = {frame['m_t']} of N = {ds.N}")
+    m[0].metric("perplexity", f"{frame['perplexity']:.1f}", help="exp(H): the effective number of training points under the posterior")
+    m[1].metric("k_t", frame["k_t"], help=f"golden subset size; pool m_t = {frame['m_t']} of N = {ds.N}")
     if frame["captured"] is not None:
-        m[2].metric("captured mass W_S", f"{frame['captured']:.3f}",
-                    help="posterior mass of the golden subset under the exact global posterior")
+        m[2].metric("W_S", f"{frame['captured']:.3f}",
+                    help="captured mass: posterior mass of the golden subset under the exact global posterior")
     st.plotly_chart(figs.entropy_vs_snr(traj.scalars("snr"), traj.series("entropy")[:, 0],
                                         traj.series("perplexity")[:, 0], ds.N, traj.scalars("k_t"), frame["snr"]),
                     key="toy_entropy")
