@@ -30,6 +30,21 @@ def get_corpus_cached(name: str, device: str):
     return c
 
 
+@st.cache_resource(show_spinner=False)
+def get_map_cached(name: str):
+    """The cached 2-D UMAP map of a dataset, or None while it has not been built (clear() after building).
+    Raises ImportError / AttributeError when golddiff.embed is missing or older than expected."""
+    from golddiff import embed
+    return embed.load_map(get_dataset(name))
+
+
+@st.cache_data(show_spinner=False)
+def train_scale_cached(name: str) -> float:
+    """Typical distance between a training image and its nearest other training image (see lessons)."""
+    from golddiff import lessons
+    return lessons.train_nn_distance(get_dataset(name))
+
+
 def device_name() -> str:
     return str(gdata.pick_device(None))
 
