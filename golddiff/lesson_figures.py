@@ -175,7 +175,7 @@ def gaussian_gap(gap: dict, snr_switch: float | None = None, snr_skip: float | N
     if snr_switch:
         _vline(fig, snr_switch, "hybrid switch", color="#ffa15a")
     if snr_skip:
-        _vline(fig, snr_skip, "teleport to", color="#1f77b4", position="bottom left")
+        _vline(fig, snr_skip, "teleport to", color="#1f77b4", position="bottom right")
     _snr_axis(fig)
     lo = float(np.nanmin(gap["r2"])) if len(gap["r2"]) else 0.0
     fig.update_yaxes(title_text="r^2 (1 = identical)", range=[min(0.0, lo) - 0.05, 1.05], secondary_y=False)
@@ -189,7 +189,7 @@ def time_saved(seconds: dict[str, float], calls: dict[str, int]) -> go.Figure:
     """Wall time of the runs being compared, labelled with their denoiser calls."""
     names = list(seconds)
     fig = go.Figure(go.Bar(x=[seconds[n] for n in names], y=names, orientation="h",
-                           text=[f"{seconds[n]:.2f} s, {calls[n]} denoiser calls" for n in names],
+                           text=[f"{seconds[n] * 1000:.0f} ms, {calls[n]} denoiser calls" for n in names],
                            textposition="auto", marker_color=["#ab63fa", "#1f77b4"][:len(names)]))
     fig.update_layout(height=60 + 50 * len(names), margin=_MARGIN, title="Wall time")
     fig.update_xaxes(title_text="seconds", rangemode="tozero")
@@ -221,7 +221,8 @@ def mask_image(nb: dict, row: int, col: int) -> go.Figure:
                                showscale=False, xgap=1, ygap=1,
                                hovertemplate="row %{y}, col %{x}: mask %{z:.0f}, |M0|/max %{customdata:.3f}"
                                              "<extra></extra>"))
-    fig.add_trace(go.Scatter(x=[col], y=[row], mode="markers", marker=dict(symbol="x", size=12, color="black"),
+    fig.add_trace(go.Scatter(x=[col], y=[row], mode="markers", marker=dict(symbol="square-open", size=13, color="black",
+                                                                  line=dict(width=2)),
                              showlegend=False, hoverinfo="skip"))
     fig.update_yaxes(autorange="reversed", scaleanchor="x", showticklabels=False)
     fig.update_xaxes(showticklabels=False)
