@@ -3,10 +3,23 @@
 `compare(...)` is the one place where methods are run against each other: the CLI `bench` table and the
 app's Compare page both call it. Fidelity is measured against the full-scan PCA-locality denoiser:
 final samples from the same x_T, and one step at the same x_t (the reference trajectory's states).
+
+Timings are medians over the steps of one run of the denoiser call alone (diagnostics are computed outside it).
+Peak memory (`peak_mb`) is what one method's run adds on top of what the process held before it:
+  CPU:  the peak resident set size (Linux VmHWM, reset through /proc/self/clear_refs before each method; where
+        that cannot be reset, the growth of getrusage ru_maxrss, which only sees new process-wide peaks) minus
+        the resident set before the run. It includes the sampler's diagnostics and any cache the run builds
+        (statistics, masks, proxy index), so the first method pays for the shared caches.
+  CUDA: torch.cuda.max_memory_allocated during the run minus the memory allocated before it.
 """
 from __future__ import annotations
 
 import argparse
+import json
+import math
+import resource
+import sys
+import time
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -14,12 +27,15 @@ import numpy as np
 import torch
 
 from .data import Dataset
-from .denoisers import make_denoiser
+from .denoisers import METHODS, make_denoiser
 from .diagnostics import mse01, r2
 from .sampler import Trajectory, sample
 from .schedule import NoiseSchedule
 
 REFERENCE = "pca"
+PHASES = ("screen", "select", "aggregate")
+# SNR buckets of the one-step fidelity table (upper edges; the last bucket is open).
+SNR_EDGES = (0.01, 0.1, 1.0, 10.0)
 
 
 @dataclass
@@ -32,7 +48,76 @@ class MethodResult:
     final_r2: float | None = None
     onestep_mse: list = field(default_factory=list)  # per step: method at the reference's x_t vs reference
     onestep_r2: list = field(default_factory=list)
+    step_ms: list = field(default_factory=list)      # per step: wall time of the denoiser call (ms)
+    total_ms: float = 0.0                            # sum of step_ms
+    peak_mb: float | None = None                     # memory the run added at its peak (see module docstring)
+    captured_mass: list = field(default_factory=list)  # per step: mean W_S of the golden subset (NaN: none)
+    speedup: float | None = None                     # reference median ms/step / this method's
 
+
+# ----------------------------------------------------------------------------- memory probes
+
+def _rss_bytes() -> int | None:
+    """Current resident set (VmRSS) in bytes, None where /proc is missing."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def _hwm_bytes() -> int | None:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+class _PeakMemory:
+    """Measures the peak memory one block of work adds (see the module docstring for what it counts)."""
+
+    def __init__(self, device):
+        self.cuda = torch.device(device).type == "cuda" if device is not None else False
+
+    def __enter__(self):
+        if self.cuda:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            self.base = torch.cuda.memory_allocated()
+            return self
+        self.reset = False
+        try:
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")                          # resets VmHWM to the current RSS
+            self.reset = True
+        except OSError:
+            pass
+        self.base = _rss_bytes() if self.reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        return self
+
+    def __exit__(self, *exc):
+        if self.cuda:
+            torch.cuda.synchronize()
+            self.peak = torch.cuda.max_memory_allocated() - self.base
+        elif self.reset and _hwm_bytes() is not None:
+            self.peak = _hwm_bytes() - self.base
+        else:
+            self.peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - self.base
+        return False
+
+    @property
+    def mb(self) -> float:
+        return max(0.0, self.peak) / 2 ** 20
+
+
+# ----------------------------------------------------------------------------- compare
 
 def _onestep(method_den, ref: Trajectory, seed: int) -> tuple[list, list]:
     """Feed the reference trajectory's x_t to a method; per-step mean MSE and r^2 against the reference x0."""
@@ -48,6 +133,16 @@ def _onestep(method_den, ref: Trajectory, seed: int) -> tuple[list, list]:
     return mses, r2s
 
 
+def check_methods(methods: list[str]) -> list[str]:
+    """Raise a one-sentence ValueError for an empty list or an unknown method name; return the list."""
+    if not methods:
+        raise ValueError(f"No method given; choose some of: {', '.join(METHODS)}.")
+    bad = [m for m in methods if m not in METHODS]
+    if bad:
+        raise ValueError(f"Unknown method '{bad[0]}'; choose from: {', '.join(METHODS)}.")
+    return methods
+
+
 def compare(data: Dataset, methods: list[str], steps: int = 10, n: int = 8, seed: int = 0,
             params: dict | None = None, device=None, onestep: bool = True,
             callback: Callable[[str, object], None] | None = None) -> dict[str, MethodResult]:
@@ -55,26 +150,139 @@ def compare(data: Dataset, methods: list[str], steps: int = 10, n: int = 8, seed
 
     callback(method, record) is forwarded from each sampler for progress. Returns {method: MethodResult}.
     """
+    check_methods(list(methods))
     params = params or {}
     schedule = NoiseSchedule()
     order = [REFERENCE] + [m for m in methods if m != REFERENCE]
     results: dict[str, MethodResult] = {}
     for m in order:
         den = make_denoiser(m, data, schedule, device=device, **params)
-        traj = sample(den, schedule, steps=steps, n=n, seed=seed,
-                      callback=None if callback is None else (lambda rec, m=m: callback(m, rec)))
+        with _PeakMemory(den.device) as mem:
+            traj = sample(den, schedule, steps=steps, n=n, seed=seed,
+                          callback=None if callback is None else (lambda rec, m=m: callback(m, rec)))
         times = traj.scalars("time_step") * 1000
-        phases = {p: float(np.median(traj.scalars(f"time_{p}") * 1000)) for p in ("screen", "select", "aggregate")}
-        res = MethodResult(m, traj, float(np.median(times)), phases)
-        ref = results.get(REFERENCE, res).trajectory
+        phases = {p: float(np.median(traj.scalars(f"time_{p}") * 1000)) for p in PHASES}
+        res = MethodResult(m, traj, float(np.median(times)), phases, step_ms=[float(v) for v in times],
+                           total_ms=float(times.sum()), peak_mb=mem.mb,
+                           captured_mass=[float(v) for v in np.nanmean(traj.series("captured_mass"), 1)]
+                           if any(r.captured_mass is not None for r in traj.records) else [])
+        ref = results.get(REFERENCE, res)
+        res.speedup = ref.ms_per_step / max(res.ms_per_step, 1e-9)
         a = torch.from_numpy(traj.samples.reshape(n, -1))
-        b = torch.from_numpy(ref.samples.reshape(n, -1))
+        b = torch.from_numpy(ref.trajectory.samples.reshape(n, -1))
         res.final_mse, res.final_r2 = float(mse01(a, b).mean()), float(r2(a, b).mean())
         if onestep:
             res.onestep_mse, res.onestep_r2 = ([0.0] * steps, [1.0] * steps) if m == REFERENCE else \
-                _onestep(den, ref, seed)
+                _onestep(den, ref.trajectory, seed)
         results[m] = res
     return {m: results[m] for m in order if m in methods or m == REFERENCE}
+
+
+def snr_buckets(snrs: list[float], values: list[float]) -> dict[str, float]:
+    """Group per-step values by SNR bucket (edges SNR_EDGES): {label: min over the steps in it}."""
+    out: dict[str, list] = {}
+    for snr, v in zip(snrs, values):
+        i = next((j for j, e in enumerate(SNR_EDGES) if snr < e), len(SNR_EDGES))
+        lo = "0" if i == 0 else f"{SNR_EDGES[i - 1]:g}"
+        label = f"{lo}-{SNR_EDGES[i]:g}" if i < len(SNR_EDGES) else f">={lo}"
+        out.setdefault(label, []).append(v)
+    return {k: float(min(v)) for k, v in out.items()}
+
+
+def scaling(data: Dataset, methods: list[str], sizes: list[int], steps: int = 10, n: int = 8, seed: int = 0,
+            params: dict | None = None, device=None,
+            callback: Callable[[int, str, object], None] | None = None) -> dict[int, dict[str, float]]:
+    """Median ms per denoiser step of each method on random subsets of `sizes` images: {size: {method: ms}}.
+
+    GoldDiff's k_min / k_max are left to their N-scaled defaults unless `params` fixes them."""
+    check_methods(list(methods))
+    for s in sizes:
+        if not 1 <= s <= data.N:
+            raise ValueError(f"Size {s} is outside 1..{data.N} (the dataset's N); choose --sizes within it.")
+    out: dict[int, dict[str, float]] = {}
+    schedule = NoiseSchedule()
+    for s in sizes:
+        sub = data if s == data.N else data.subset(s, seed)
+        out[s] = {}
+        for m in methods:
+            den = make_denoiser(m, sub, schedule, device=device, **(params or {}))
+            traj = sample(den, schedule, steps=steps, n=n, seed=seed,
+                          callback=None if callback is None else (lambda rec, s=s, m=m: callback(s, m, rec)))
+            out[s][m] = float(np.median(traj.scalars("time_step") * 1000))
+    return out
+
+
+def growth_exponent(sizes: list[int], ms: list[float]) -> float | None:
+    """Least-squares slope of log(ms) against log(N): 1 means cost grows linearly with N."""
+    if len(sizes) < 2:
+        return None
+    x, y = np.log(np.asarray(sizes, float)), np.log(np.maximum(np.asarray(ms, float), 1e-9))
+    return float(np.polyfit(x, y, 1)[0])
+
+
+# ----------------------------------------------------------------------------- report
+
+def to_json(res: dict[str, MethodResult], meta: dict, sizes: dict | None = None) -> dict:
+    """A JSON-ready dict of the table (no trajectories)."""
+    ref = res[REFERENCE].trajectory
+    snrs = [float(r.snr) for r in ref.records]
+    out = {"meta": meta, "t": [int(r.t) for r in ref.records], "snr": snrs, "methods": {}}
+    for m, r in res.items():
+        out["methods"][m] = {
+            "ms_per_step": r.ms_per_step, "phase_ms": r.phase_ms, "speedup": r.speedup, "total_ms": r.total_ms,
+            "step_ms": r.step_ms, "peak_mb": r.peak_mb, "final_mse": r.final_mse, "final_r2": r.final_r2,
+            "onestep_mse": r.onestep_mse, "onestep_r2": r.onestep_r2,
+            "onestep_r2_by_snr": snr_buckets(snrs, r.onestep_r2) if r.onestep_r2 else {},
+            "captured_mass": [None if math.isnan(v) else v for v in r.captured_mass],
+            "steps_by": [rec.method for rec in r.trajectory.records]}
+    if sizes:
+        out["sizes"] = {str(s): v for s, v in sizes.items()}
+        ns = sorted(sizes)
+        out["growth_exponent"] = {m: growth_exponent(ns, [sizes[s][m] for s in ns]) for m in sizes[ns[0]]}
+    return out
+
+
+def format_report(js: dict) -> str:
+    """The bench tables as text: one row per method, then per-step fidelity, captured mass and scaling."""
+    W = js["methods"]
+    lines = [f"{'method':<9} {'ms/step':>9} {'screen':>8} {'select':>8} {'aggr':>9} {'speedup':>8} "
+             f"{'total_s':>8} {'peak_MB':>8} {'final_mse':>10} {'final_r2':>9} {'min_1step_r2':>13}"]
+    lines.append("-" * len(lines[0]))
+    for m, r in W.items():
+        p = r["phase_ms"]
+        lines.append(f"{m:<9} {r['ms_per_step']:9.1f} {p['screen']:8.1f} {p['select']:8.1f} {p['aggregate']:9.1f} "
+                     f"{r['speedup']:8.2f} {r['total_ms'] / 1000:8.2f} {r['peak_mb']:8.0f} {r['final_mse']:10.5f} "
+                     f"{r['final_r2']:9.4f} {min(r['onestep_r2']) if r['onestep_r2'] else float('nan'):13.4f}")
+    lines += ["", "one-step r2 vs full-scan pca at the same x_t, per step (ms per step in brackets)",
+              f"{'t':>5} {'SNR':>9} " + " ".join(f"{m:>17}" for m in W)]
+    for i, (t, snr) in enumerate(zip(js["t"], js["snr"])):
+        cells = []
+        for m, r in W.items():
+            v = r["onestep_r2"][i] if r["onestep_r2"] else float("nan")
+            tag = "w" if r["steps_by"][i] == "wiener" and m == "hybrid" else " "
+            cells.append(f"{v:8.4f}{tag}[{r['step_ms'][i]:7.0f}]")
+        lines.append(f"{t:5d} {snr:9.3g} " + " ".join(cells))
+    lines += ["", "one-step r2 by SNR bucket (min over its steps)"]
+    buckets = list(next(iter(W.values()))["onestep_r2_by_snr"]) if W else []
+    lines.append(f"{'method':<9} " + " ".join(f"{b:>10}" for b in buckets))
+    for m, r in W.items():
+        if r["onestep_r2_by_snr"]:
+            lines.append(f"{m:<9} " + " ".join(f"{r['onestep_r2_by_snr'][b]:10.4f}" for b in buckets))
+    gm = {m: r["captured_mass"] for m, r in W.items() if r["captured_mass"]}
+    if gm:
+        lines += ["", "captured mass W_S of the golden subset under the global posterior, per step (mean over samples)",
+                  f"{'method':<9} " + " ".join(f"{t:>6}" for t in js["t"])]
+        for m, v in gm.items():
+            lines.append(f"{m:<9} " + " ".join("     -" if x is None else f"{x:6.3f}" for x in v))
+    if "sizes" in js:
+        ns = list(js["sizes"])
+        lines += ["", "median ms per step as N grows (growth exponent: slope of log ms vs log N)",
+                  f"{'method':<9} " + " ".join(f"{'N=' + s:>10}" for s in ns) + f" {'exponent':>9}"]
+        for m in js["sizes"][ns[0]]:
+            e = js["growth_exponent"][m]
+            lines.append(f"{m:<9} " + " ".join(f"{js['sizes'][s][m]:10.1f}" for s in ns)
+                         + f" {e if e is not None else float('nan'):9.2f}")
+    return "\n".join(lines)
 
 
 def add_args(p: argparse.ArgumentParser) -> None:
@@ -83,18 +291,58 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--n", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--sizes", default=None, help="also time every method on random subsets of these sizes, "
+                                                 "e.g. 5000,10000,20000,60000")
     p.add_argument("--json", default=None, help="also write the results as JSON")
+
+
+def _parse_sizes(spec: str | None) -> list[int]:
+    if not spec:
+        return []
+    try:
+        return [int(s) for s in spec.split(",") if s.strip()]
+    except ValueError:
+        raise ValueError(f"--sizes '{spec}' must be comma-separated whole numbers such as 5000,10000.") from None
 
 
 def main(args) -> int:
     from . import load_dataset
     from .__main__ import method_params
-    from .data import pick_device
+    from .data import device_label, pick_device
+    methods = check_methods([m.strip() for m in args.methods.split(",") if m.strip()])
+    sizes = _parse_sizes(getattr(args, "sizes", None))
     ds = load_dataset(args.dataset)
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    res = compare(ds, methods, args.steps, args.n, args.seed, method_params(args), pick_device(args.device))
-    ref = res[REFERENCE].ms_per_step
-    print(f"{'method':<10} {'ms/step':>9} {'speedup':>8} {'final r2':>9} {'min 1-step r2':>13}")
-    for m, r in res.items():
-        print(f"{m:<10} {r.ms_per_step:9.1f} {ref / r.ms_per_step:8.1f} {r.final_r2:9.4f} {min(r.onestep_r2):13.4f}")
+    for s in sizes:
+        if not 1 <= s <= ds.N:
+            raise ValueError(f"Size {s} is outside 1..{ds.N} (N of '{ds.name}'); choose --sizes within it.")
+    device = pick_device(args.device)
+    params = method_params(args)
+    start = time.perf_counter()
+
+    def progress(label: str, rec) -> None:
+        sys.stderr.write(f"\r{label:<22} step {rec.step + 1:>3}/{args.steps}  t={rec.t:4d}  "
+                         f"{1000 * rec.time_step:9.1f} ms  elapsed {time.perf_counter() - start:7.1f} s   ")
+        sys.stderr.flush()
+
+    with torch.inference_mode():
+        res = compare(ds, methods, args.steps, args.n, args.seed, params, device,
+                      callback=lambda m, rec: progress(m, rec))
+        grow = scaling(ds, methods, sizes, args.steps, args.n, args.seed, params, device,
+                       callback=lambda s, m, rec: progress(f"{m} N={s}", rec)) if sizes else None
+    sys.stderr.write("\n")
+    meta = {"dataset": ds.name, "N": ds.N, "shape": list(ds.shape), "steps": args.steps, "n": args.n,
+            "seed": args.seed, "device": device_label(device), "torch": torch.__version__,
+            "params": {k: v for k, v in params.items() if v is not None}, "reference": REFERENCE}
+    js = to_json(res, meta, grow)
+    print(f"{ds.name}: N={ds.N}, image {ds.shape}, {args.n} samples x {args.steps} steps, {meta['device']}; "
+          f"reference: full-scan {REFERENCE}")
+    print(format_report(js))
+    if args.json:
+        from pathlib import Path
+        import os
+        path = Path(args.json)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(js, indent=1))
+        os.replace(tmp, path)
+        print(f"saved {path}", file=sys.stderr)
     return 0

@@ -10,10 +10,12 @@ import numbers
 import time
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 from .data import Dataset, cached_arrays, fingerprint, pick_device
-from .posterior import StreamingSoftmax, chunk_rows, global_logits, locality_logits, CHUNK_ELEMS
+from .posterior import (CHUNK_ELEMS, StreamingSoftmax, chunk_rows, chunk_stats_T, global_logits,
+                        locality_logits, locality_logits_T, mask_operator, posterior_T)
 from .retrieval import ProxyIndex, check_backend, fine_select, proxy_factor, search_recall
 from .memory import check_memory
 from .schedule import NoiseSchedule
@@ -152,28 +154,39 @@ def locality_scan(x_t: torch.Tensor, X: torch.Tensor, M: torch.Tensor, abar: flo
     check_memory(aggregation_bytes(B, min(step, N), D) + 4 * B * D * 4,
                  f"the full-scan PCA-locality step for n={B} samples (chunks of {min(step, N)} images, D={D})",
                  "lower --n", x_t.device)
-    for i in range(0, X.shape[0], step):
-        Xc = X[i:i + step]                                                   # (c, D)
-        acc.add(locality_logits(x_t, Xc, M, abar, tau), Xc, None if flag is None else flag[:, i:i + step])
+    op, s, work = mask_operator(M, abar, tau), math.sqrt(abar), {}   # coef * M^T (dense or sparse), buffers
+    for i in range(0, N, step):
+        XcT = X[i:i + step].T.contiguous()                                   # (D, c), shared by the batch
+        parts = [chunk_stats_T(locality_logits_T(x_t[b], XcT, s, op, work), XcT,
+                               None if flag is None else flag[b, i:i + step], work) for b in range(B)]
+        acc.merge(*(None if p[0] is None else torch.stack(p) for p in zip(*parts)))   # each (B, D)
     return acc
 
 
-def locality_subset(x_t: torch.Tensor, Xs: torch.Tensor, M: torch.Tensor, abar: float, tau: float
-                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """PCA-locality posterior over a per-sample subset Xs (B, k, D).
+def locality_subset(x_t: torch.Tensor, Xs: torch.Tensor, M: torch.Tensor, abar: float, tau: float,
+                    S: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """PCA-locality posterior over a per-sample subset: Xs (B, k, D), or with S (B, k) indices the corpus
+    Xs = X (N, D) whose rows S[b] are sample b's subset (gathered one sample at a time, never (B, k, D)).
 
     Returns x0_hat (B, D), per-pixel entropy (B, D), and the mean per-pixel weight of each subset image (B, k)
     when the (B, k, D) weights fit in a few chunks (else None, computed by streaming).
     """
-    B, k, D = Xs.shape
-    if B * k * D <= 4 * CHUNK_ELEMS:
-        logits = locality_logits(x_t, Xs, M, abar, tau)                      # (B, k, D)
-        w = torch.softmax(logits, dim=1)
-        return (w * Xs).sum(1), torch.special.entr(w).sum(1), w.mean(2)
-    acc = StreamingSoftmax()
+    B, D = x_t.shape
+    k = int(S.shape[1]) if S is not None else int(Xs.shape[1])
+    rows = (lambda b: Xs[S[b]]) if S is not None else (lambda b: Xs[b])     # b -> (k, D)
+    op, s = mask_operator(M, abar, tau), math.sqrt(abar)      # coef * M^T, dense or sparse by density
+    if B * k * D <= 4 * CHUNK_ELEMS:                           # one exact softmax per sample
+        outs = [posterior_T(locality_logits_T(x_t[b], XbT, s, op), XbT)
+                for b in range(B) for XbT in (rows(b).T.contiguous(),)]          # XbT: (D, k)
+        return tuple(torch.stack(o) for o in zip(*outs))
+    acc, work = StreamingSoftmax(), {}
     step = chunk_rows(B, D)
     for i in range(0, k, step):
-        acc.add(locality_logits(x_t, Xs[:, i:i + step], M, abar, tau), Xs[:, i:i + step])
+        parts = []
+        for b in range(B):
+            XcT = rows(b)[i:i + step].T.contiguous()                         # (D, c)
+            parts.append(chunk_stats_T(locality_logits_T(x_t[b], XcT, s, op, work), XcT, None, work))
+        acc.merge(*(None if p[0] is None else torch.stack(p) for p in zip(*parts)))
     return acc.mean(), acc.entropy(), None
 
 
@@ -322,12 +335,19 @@ class GoldDiffDenoiser(PCALocalityDenoiser):
         return pool_size(self.corpus.N, self.k_max, sigma), subset_size(self.k_min, self.k_max, sigma)
 
     def draw_pool(self, m_t: int, B: int, generator: torch.Generator | None) -> torch.Tensor | None:
-        """(B, m_t) indices drawn uniformly without replacement per sample, or None when m_t = N."""
+        """(B, m_t) indices drawn uniformly without replacement per sample, or None when m_t = N.
+
+        One 62-bit seed is taken from `generator` (reproducible from the sampler's seed); numpy's
+        Generator.choice(replace=False) then draws each sample's m_t-subset exactly uniformly and independently
+        (Floyd's algorithm for small m_t, a partial Fisher-Yates shuffle otherwise): 0.5 ms per sample at
+        N = 60,000 against 16 ms for torch.randperm(N) on a 2-core CPU. The rows come back sorted.
+        """
         N = self.corpus.N
         if m_t >= N:
             return None
-        pool = torch.stack([torch.randperm(N, generator=generator)[:m_t] for _ in range(B)])
-        return pool.to(self.device)
+        rng = np.random.default_rng(int(torch.randint(0, 2 ** 62, (1,), generator=generator)))
+        pool = np.stack([np.sort(rng.choice(N, m_t, replace=False, shuffle=False)) for _ in range(B)])
+        return torch.from_numpy(pool).to(self.device)
 
     def _denoise(self, x_t, t, abar, generator):
         c, s = self.corpus, math.sqrt(abar)
@@ -350,7 +370,7 @@ class GoldDiffDenoiser(PCALocalityDenoiser):
         check_memory(subset_bytes(B, int(S.shape[1]), D),
                      f"the ({B}, {int(S.shape[1])}, {D}) golden subset at t={t}", "lower --n or --k-max",
                      self.device)
-        x0, H, wmean = locality_subset(x_t, c.X[S], M, abar, self.temperature)
+        x0, H, wmean = locality_subset(x_t, c.X, M, abar, self.temperature, S=S)
         _sync(self.device)
         t3 = time.perf_counter()
         # diagnostics (untimed): recall of an approximate search against the exact proxy top-k_max
