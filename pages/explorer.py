@@ -7,6 +7,7 @@ the `views` fragment and never samples again.
 import time
 
 import streamlit as st
+from streamlit.errors import StreamlitAPIException
 
 import golddiff
 from golddiff import figures, lessons
@@ -191,7 +192,10 @@ def views() -> None:
             st.session_state["ex_next"] = step + 1
         else:
             st.session_state["ex_playing"] = False
-        st.rerun(scope="fragment")
+        try:
+            st.rerun(scope="fragment")        # only the views, when this run is a fragment rerun
+        except StreamlitAPIException:
+            st.rerun()                         # a full run (e.g. the sidebar changed while playing)
 
 
 def map_view(traj, step: int, sample: int, dataset: str) -> None:

@@ -1,0 +1,174 @@
+"""AppTest of the Explorer page: Run, scrub the timestep slider, switch samples; stale results are flagged,
+sessions are isolated, user errors are one sentence (digits: fast; mnist-5k once)."""
+import time
+
+import pytest
+import streamlit as st
+from streamlit.testing.v1 import AppTest
+
+from conftest import ROOT
+
+# AppTest reruns of an st.navigation app whose folder has a pages/ directory run the page file alone on the
+# second run (Streamlit 1.67, multipage v1 fallback), so app.py's sidebar would vanish. The real server keeps
+# running app.py (checked in test_browser.py). Interactions therefore run the page under the shared sidebar,
+# exactly as app.py composes them.
+HARNESS = """
+import runpy, sys
+sys.path.insert(0, {root!r})
+from pages.common import sidebar
+sidebar()
+runpy.run_path({page!r}, run_name="__page__")
+"""
+
+
+@pytest.fixture(autouse=True)
+def _fresh_caches():
+    st.cache_data.clear()
+    st.cache_resource.clear()
+    yield
+    st.cache_data.clear()
+    st.cache_resource.clear()
+
+
+def explorer(dataset: str = "digits", **sidebar) -> AppTest:
+    at = AppTest.from_string(HARNESS.format(root=str(ROOT), page=str(ROOT / "pages" / "explorer.py")),
+                             default_timeout=300)
+    at.run()
+    if dataset != at.selectbox(key="dataset").value:
+        at.selectbox(key="dataset").set_value(dataset).run()
+    for key, value in sidebar.items():
+        widget = at.selectbox(key=key) if key == "method" else at.number_input(key=key)
+        widget.set_value(value).run()
+    ok(at)
+    return at
+
+
+def ok(at: AppTest) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+
+
+def metric(at: AppTest, label: str) -> str:
+    return next(m.value for m in at.metric if m.label == label)
+
+
+def subset_header(at: AppTest) -> str:
+    return next(h.value for h in at.subheader if "top 16" in h.value)
+
+
+def run(at: AppTest) -> AppTest:
+    at.button(key="ex_run").click().run()
+    ok(at)
+    return at
+
+
+def test_app_opens_on_the_explorer():
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300)
+    at.run()
+    ok(at)
+    assert at.title[0].value.startswith("Explorer")
+    assert any(c.value.startswith("Device: ") for c in at.sidebar.caption)
+    assert at.button(key="ex_run").label == "Run"
+    assert at.info and "Press **Run**" in at.info[0].value          # nothing computed before Run
+
+
+def scrub_first_and_last(at: AppTest) -> None:
+    traj = at.session_state["explorer"]["traj"]
+    first, last = traj.records[0], traj.records[-1]
+    S = len(traj.records)
+    assert at.select_slider(key="ex_step").value == 0
+    assert metric(at, "t (timestep)") == str(first.t)
+    assert metric(at, "k_t (golden subset)") == f"{first.k_t:,}"
+    assert metric(at, "captured mass W_S") == f"{first.captured_mass[0]:.3f}"
+    assert subset_header(at) == f"Golden subset $S_t$: top 16 of its {first.k_t:,} images"
+    assert len(at.get("plotly_chart")) == 4                         # images, subset, entropy, support
+    assert not any("Memorization" in m.value for m in at.markdown)
+
+    at.select_slider(key="ex_step").set_value(S - 1).run()
+    ok(at)
+    assert at.session_state["explorer"]["traj"] is traj              # a view change never recomputes
+    assert metric(at, "t (timestep)") == str(last.t) == "0"
+    assert metric(at, "k_t (golden subset)") == f"{last.k_t:,}"
+    assert metric(at, "captured mass W_S") == f"{last.captured_mass[0]:.3f}"
+    assert last.k_t < first.k_t                                       # the golden subset shrank
+    assert last.captured_mass[0] > first.captured_mass[0]            # ... and holds more of the posterior
+    assert subset_header(at) == f"Golden subset $S_t$: top 16 of its {last.k_t:,} images"
+    assert any("Memorization check" in m.value for m in at.markdown)  # final sample vs nearest training image
+    assert len(at.get("plotly_chart")) == 5
+
+    at.selectbox(key="ex_sample").set_value(1).run()
+    ok(at)
+    assert metric(at, "captured mass W_S") == f"{last.captured_mass[1]:.3f}"
+    assert at.session_state["explorer"]["traj"] is traj
+
+
+def test_run_and_scrub_digits():
+    at = explorer("digits")
+    assert at.session_state["cfg"].dataset == "digits"
+    run(at)
+    traj = at.session_state["explorer"]["traj"]
+    assert traj.meta["dataset"] == "digits" and traj.meta["method"] == "golddiff"
+    assert len(traj.records) == 10 and traj.samples.shape[0] == 4
+    assert at.status[0].label.startswith("Done: 10 steps in")
+    assert not at.warning                                              # the result matches the sidebar
+    scrub_first_and_last(at)
+
+
+def test_run_and_scrub_mnist_5k():
+    at = explorer("mnist-5k")
+    t0 = time.perf_counter()
+    run(at)
+    elapsed = time.perf_counter() - t0
+    assert at.session_state["explorer"]["traj"].meta["N"] == 5000
+    scrub_first_and_last(at)
+    assert elapsed < 60, f"Run on mnist-5k took {elapsed:.1f} s"
+
+
+def test_changed_settings_flag_the_old_result_without_recomputing():
+    at = run(explorer("digits", steps=4))
+    traj = at.session_state["explorer"]["traj"]
+    at.number_input(key="seed").set_value(7).run()
+    ok(at)
+    assert at.session_state["explorer"]["traj"] is traj
+    assert len(at.warning) == 1 and "previous settings" in at.warning[0].value
+    assert "seed 0" in at.warning[0].value
+    run(at)
+    assert at.session_state["explorer"]["traj"].meta["seed"] == 7 and not at.warning
+
+
+def test_two_sessions_do_not_share_results():
+    a = run(explorer("digits", steps=3))
+    b = explorer("digits", steps=3, seed=5)
+    assert "explorer" not in b.session_state
+    assert b.info and "Press **Run**" in b.info[0].value
+    run(b)
+    a.run()
+    ok(a)
+    assert a.session_state["explorer"]["traj"].meta["seed"] == 0
+    assert b.session_state["explorer"]["traj"].meta["seed"] == 5
+    assert a.session_state["explorer"]["traj"] is not b.session_state["explorer"]["traj"]
+
+
+def test_method_without_subset_shows_the_global_posterior():
+    at = run(explorer("digits", method="optimal", steps=3))
+    assert metric(at, "k_t (golden subset)") == "—"
+    assert metric(at, "captured mass W_S") == "—"
+    assert any(h.value.startswith("Global posterior: top 16 of all 1,797") for h in at.subheader)
+
+
+def test_play_steps_through_to_the_end(monkeypatch):
+    at = run(explorer("digits", steps=3))
+    at.session_state["ex_playing"] = True
+    at.run()
+    ok(at)
+    assert at.select_slider(key="ex_step").value == 2
+    assert not at.session_state["ex_playing"]
+
+
+def test_user_error_is_one_sentence():
+    at = explorer("digits", steps=3)
+    at.number_input(key="k_min_digits").set_value(500).run()          # k_min > k_max (180)
+    at.button(key="ex_run").click().run()
+    assert not at.exception
+    assert len(at.error) == 1 and "\n" not in at.error[0].value and "Traceback" not in at.error[0].value
+    assert "explorer" not in at.session_state
