@@ -27,6 +27,10 @@ def mean_and_cov(X: torch.Tensor, chunk: int = 4096) -> tuple[torch.Tensor, torc
     return mu, (cov + cov.T) / 2
 
 
+# A pixel whose L_t[n, n] is below this fraction of the largest diagonal entry counts as degenerate.
+DEGENERATE_REL = 1e-3
+
+
 class DataStats:
     """Gaussian statistics of one dataset and the per-timestep quantities derived from them.
 
@@ -93,8 +97,14 @@ class DataStats:
                              "use a lower-resolution dataset", self.mean.device)
                 L = self.locality_operator(abar)
                 diag = torch.diagonal(L).clone()
-                diag[diag.abs() < 1e-12] = 1.0
-                M0 = (L / diag[:, None]).abs()             # row n divided by L[n, n]
+                # Degenerate pixels (almost constant in the data, e.g. MNIST's black border: L[n, n] ~ 1e-10)
+                # would make L[n, m] / L[n, n] huge and set max |M0| alone, leaving every other pixel a
+                # neighbourhood of ~20 scattered pixels. Their rows are dropped (their residual is the same
+                # for every training image, so it cancels in the softmax anyway); each pixel keeps itself.
+                degenerate = diag < DEGENERATE_REL * diag.max()
+                M0 = (L / torch.where(degenerate, torch.ones_like(diag), diag)[:, None]).abs()  # row n / L[n, n]
+                M0[degenerate] = 0.0
+                M0.fill_diagonal_(1.0)
                 M = (M0 >= threshold * M0.max()).float()
             self._masks[key] = M.contiguous()
         return self._masks[key]

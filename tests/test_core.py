@@ -195,6 +195,31 @@ def test_locality_mask_from_numpy(t):
     assert (c.stats.mask(t, SCHED.abar(t), 0.0).numpy() == 1).all()
 
 
+
+def test_locality_mask_drops_degenerate_pixels():
+    """A pixel that is nearly constant in the data (MNIST's border) has L[n, n] ~ 0; without a guard its row
+    L[n, m] / L[n, n] would set max |M0| alone and empty every other neighbourhood."""
+    g = torch.Generator().manual_seed(3)
+    imgs = (0.5 * torch.randn(400, 1, 3, 3, generator=g)).clamp(-1, 1)
+    imgs[:, 0, 0, 0] = -1.0
+    imgs[:3, 0, 0, 0] = -1.0 + 1e-4 * torch.arange(1, 4)        # a few tiny deviations: L[0, 0] ~ 1e-9
+    ds = make_ds(400, images=imgs)
+    X = ds.flat().double().numpy()
+    Sigma = np.cov(X.T, bias=True)
+    t = 500
+    a = float(np_abar()[t])
+    L = a * Sigma @ np.linalg.inv(a * Sigma + (1 - a) * np.eye(ds.D))
+    d = np.diag(L)
+    deg = d < 1e-3 * d.max()
+    assert deg.tolist() == [True] + [False] * 8
+    M0 = np.abs(L / np.where(deg, 1.0, d)[:, None])
+    M0[deg] = 0.0
+    np.fill_diagonal(M0, 1.0)
+    want = (M0 >= 0.3 * M0.max()).astype(np.float32)
+    got = dn.get_corpus(ds, "cpu").stats.mask(t, SCHED.abar(t), 0.3).numpy()
+    np.testing.assert_array_equal(got, want)
+    assert got[0].sum() == 1 and got.sum(0).min() >= 1                   # every pixel keeps itself
+
 # ----------------------------------------------------------------------------- posterior summaries
 
 def test_identical_images_give_uniform_posterior():
