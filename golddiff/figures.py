@@ -132,7 +132,7 @@ def subset_view(traj, step: int, sample: int, n: int = GALLERY_SIZE) -> tuple[np
 def subset_gallery(traj, step: int, sample: int, images: np.ndarray, n: int = GALLERY_SIZE) -> go.Figure:
     """The top-n training images at this step with rank and weight. images: the dataset (N, C, H, W)."""
     idx, w, _ = subset_view(traj, step, sample, n)
-    caps = [f"#{r + 1}  w={v:.3f}" if v >= 1e-3 else f"#{r + 1}  w={v:.0e}" for r, v in enumerate(w)]
+    caps = [f"#{r + 1}  w={v:.2g}" for r, v in enumerate(w)]
     return gallery(np.asarray(images[np.asarray(idx)]), caps, [f"training image #{i}" for i in idx])
 
 
@@ -232,14 +232,14 @@ def umap_figure(emap, traj, step: int, sample: int) -> go.Figure:
     if rec.subset_idx is not None:
         xy = emap.locate(rec.subset_idx[sample])
         fig.add_trace(go.Scattergl(x=xy[:, 0], y=xy[:, 1], mode="markers", name=f"golden subset S_t ({rec.k_t})",
-                                   marker=dict(size=5, color="#f2b01e", opacity=0.8), hoverinfo="skip"))
+                                   marker=dict(size=4, color="#f2b01e", opacity=0.7), hoverinfo="skip"))
     idx, w, kind = subset_view(traj, step, sample, n=rec.top_idx.shape[1])
     xy = emap.locate(idx)
     fig.add_trace(go.Scatter(
         x=xy[:, 0], y=xy[:, 1], mode="markers", customdata=np.stack([idx, w], 1),
         name="top of S_t, by weight" if kind == "subset" else "global posterior top, by weight",
-        marker=dict(size=9, color=w, colorscale="Reds", cmin=0, cmax=max(float(w.max()), 1e-12),
-                    line=dict(width=0.5, color="black"),
+        marker=dict(size=11, color=w, colorscale=[[0, "#f9a98b"], [1, "#67000d"]], cmin=float(w.min()),
+                    cmax=max(float(w.max()), float(w.min()) + 1e-12), line=dict(width=1, color="black"),
                     colorbar=dict(title=dict(text="weight", side="right"), thickness=12, len=0.8)),
         hovertemplate="training image #%{customdata[0]:.0f}<br>w = %{customdata[1]:.3g}<extra></extra>"))
     path = emap.transform(np.stack([r.x0_hat[sample].reshape(-1) for r in traj.records]))   # (S, 2)

@@ -125,7 +125,10 @@ def views() -> None:
     m[4].metric("m_t (coarse pool)", fmt(rec.m_t, ","))
     m[5].metric("k_t (golden subset)", fmt(rec.k_t, ","))
     m[6].metric(LABELS["captured_mass"], "—" if rec.captured_mass is None else f"{rec.captured_mass[sample]:.3f}")
-    m[7].metric("recall", "—" if rec.recall is None else f"{rec.recall[sample]:.2f}", help=LABELS["recall"])
+    m[7].metric("recall", "—" if rec.recall is None else f"{rec.recall[sample]:.2f}",
+                help=f"{LABELS['recall']}: the share of the exact posterior's k_t heaviest images that S_t holds. "
+                     "Once nearly all weight sits on fewer than k_t images the rest of that top-k_t are ties at "
+                     "about 0, so recall can read low while W_S is 1.")
     st.caption(
         "**m_t**: how many training images GoldDiff screens at this step (a random pool, growing as the noise "
         "falls); **k_t**: how many it keeps and averages (the golden subset $S_t$, shrinking). "
