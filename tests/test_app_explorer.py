@@ -172,3 +172,36 @@ def test_user_error_is_one_sentence():
     assert not at.exception
     assert len(at.error) == 1 and "\n" not in at.error[0].value and "Traceback" not in at.error[0].value
     assert "explorer" not in at.session_state
+
+
+def test_map_view_with_a_map_and_the_build_button(monkeypatch):
+    """The map appears when golddiff.embed has one; otherwise a button builds it (a fast stand-in here: a real
+    UMAP fit takes about a minute)."""
+    import numpy as np
+
+    from golddiff import embed
+
+    store = {}
+
+    def fake_map(data):
+        rng = np.random.default_rng(0)
+        return embed.EmbeddingMap(rng.normal(size=(data.N, 2)).astype(np.float32), np.arange(data.N),
+                                  data.flat().float(), {"method": "umap", "dataset": data.name}, data)
+
+    def fake_build(data, progress=None, **kw):
+        progress(0.5, "fitting")
+        store[data.name] = fake_map(data)
+        progress(1.0, "map ready")
+        return store[data.name]
+
+    monkeypatch.setattr(embed, "load_map", lambda data, **kw: store.get(data.name))
+    monkeypatch.setattr(embed, "build_map", fake_build)
+    at = run(explorer("digits", steps=3))
+    assert len(at.get("plotly_chart")) == 4
+    at.button(key="ex_build_map").click().run()
+    ok(at)
+    assert "digits" in store
+    assert len(at.get("plotly_chart")) == 5                          # images, subset, entropy, support, map
+    at.select_slider(key="ex_step").set_value(2).run()
+    ok(at)
+    assert len(at.get("plotly_chart")) == 6                          # + the memorization pair at the last step
