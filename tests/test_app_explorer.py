@@ -205,3 +205,16 @@ def test_map_view_with_a_map_and_the_build_button(monkeypatch):
     at.select_slider(key="ex_step").set_value(2).run()
     ok(at)
     assert len(at.get("plotly_chart")) == 6                          # + the memorization pair at the last step
+
+
+@pytest.mark.parametrize("method", ["pca", "wiener", "hybrid"])
+def test_every_method_renders_first_and_last_step(method):
+    at = run(explorer("digits", method=method, steps=4))
+    traj = at.session_state["explorer"]["traj"]
+    for step in (0, 3):
+        at.select_slider(key="ex_step").set_value(step).run()
+        ok(at)
+        rec = traj.records[step]
+        has_subset = rec.ranked_idx is not None
+        assert metric(at, "k_t (golden subset)") == (f"{rec.k_t:,}" if rec.k_t is not None else "—")
+        assert any(h.value.startswith("Golden subset" if has_subset else "Global posterior") for h in at.subheader)
