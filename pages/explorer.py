@@ -151,7 +151,8 @@ def views() -> None:
         left, right = st.columns([2, 3], vertical_alignment="center")
         left.plotly_chart(figures.gallery(
             [traj.samples[sample], data.images[i].numpy()], ["final sample", f"nearest training image #{i}"],
-            ["final sample", f"training image #{i}"], ncol=2, width_px=320), key="ex_nn", config={"displayModeBar": False})
+            ["final sample", f"training image #{i}"], ncol=2, width_px=320),
+            key="ex_nn", config={"displayModeBar": False})
         right.markdown(f"**Memorization check.** RMS pixel distance to the nearest training image: **{d:.3f}** "
                        f"(pixels in 0..1). Two different training images of {res['dataset']} typically lie "
                        f"**{scale:.3f}** apart.")

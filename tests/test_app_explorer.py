@@ -156,7 +156,7 @@ def test_method_without_subset_shows_the_global_posterior():
     assert any(h.value.startswith("Global posterior: top 16 of all 1,797") for h in at.subheader)
 
 
-def test_play_steps_through_to_the_end(monkeypatch):
+def test_play_steps_through_to_the_end():
     at = run(explorer("digits", steps=3))
     at.session_state["ex_playing"] = True
     at.run()
