@@ -69,7 +69,11 @@ def captured_mass(w: torch.Tensor, subset: torch.Tensor) -> torch.Tensor:
 
 
 def topk_recall(w: torch.Tensor, subset: torch.Tensor) -> torch.Tensor:
-    """Fraction of the global top-k (k = |S|) that S contains. w: (B, N); subset: (B, k) -> (B,)."""
+    """Fraction of the global top-k (k = |S|) that S contains. subset: (B, k) -> (B,).
+
+    w: (B, N) weights or, better, the logits: at low noise the weights of all but a few images underflow to
+    exactly 0 and their order (the rest of the top-k) would be arbitrary; logits keep the true ranking.
+    """
     k = subset.shape[1]
     top = w.topk(k, dim=1).indices                                         # (B, k)
     hits = torch.zeros_like(w, dtype=torch.bool).scatter_(1, subset, True).gather(1, top)
@@ -151,7 +155,8 @@ def make_record(step: int, t: int, x_t: torch.Tensor, out: DenoiseOutput, corpus
     # logits, weights and the temporaries of entropy / ESS / sort (values + int64 indices): ~8 (B, N) floats
     check_memory(8 * B * corpus.N * 4, f"the ({B}, {corpus.N}) global posterior of the diagnostics",
                  "lower --n or use a smaller dataset", x_t.device)
-    w = global_posterior(x_t, corpus, abar, tau)                           # (B, N)
+    logits = global_logits(x_t, corpus.X, corpus.sqnorm, abar, tau)       # (B, N)
+    w = torch.softmax(logits, dim=1)                                       # the global posterior
     n = min(top_n, corpus.N)
     top = w.topk(n, dim=1)
     rec = StepRecord(
@@ -165,7 +170,7 @@ def make_record(step: int, t: int, x_t: torch.Tensor, out: DenoiseOutput, corpus
     if out.subset is not None:
         rec.subset_idx = _np(out.subset).astype(np.int32)
         rec.captured_mass = _np(captured_mass(w, out.subset))
-        rec.recall = _np(topk_recall(w, out.subset))
+        rec.recall = _np(topk_recall(logits, out.subset))
         if out.subset_weight is not None:
             r = out.subset_weight.topk(min(top_n, out.subset.shape[1]), dim=1)
             rec.ranked_idx, rec.ranked_w = _np(out.subset.gather(1, r.indices)), _np(r.values)

@@ -271,6 +271,15 @@ def test_captured_mass_and_topk_recall_hand_cases():
     assert dg.topk_recall(w, S3).tolist() == pytest.approx([1 / 3, 1 / 3])   # top-3: {0,1,2}, {4,3,2}
 
 
+def test_topk_recall_ranks_by_logits_where_weights_underflow():
+    """At low noise exp() underflows to exactly 0 for all but one image; the logits still order them."""
+    logits = torch.tensor([[0.0, -900.0, -1000.0, -1100.0, -2000.0]])
+    w = torch.softmax(logits, dim=1)
+    assert (w[0, 1:] == 0).all()
+    S = torch.tensor([[0, 1]])                                   # the true top-2
+    assert dg.topk_recall(logits, S).tolist() == [1.0]
+
+
 # ----------------------------------------------------------------------------- schedule and DDIM
 
 def test_ddim_timesteps_and_schedule_product_formula():
