@@ -164,7 +164,7 @@ def compare(data: Dataset, methods: list[str], steps: int = 10, n: int = 8, seed
         phases = {p: float(np.median(traj.scalars(f"time_{p}") * 1000)) for p in PHASES}
         res = MethodResult(m, traj, float(np.median(times)), phases, step_ms=[float(v) for v in times],
                            total_ms=float(times.sum()), peak_mb=mem.mb,
-                           captured_mass=[float(v) for v in np.nanmean(traj.series("captured_mass"), 1)]
+                           captured_mass=[float(np.mean(row)) for row in traj.series("captured_mass")]
                            if any(r.captured_mass is not None for r in traj.records) else [])
         ref = results.get(REFERENCE, res)
         res.speedup = ref.ms_per_step / max(res.ms_per_step, 1e-9)
