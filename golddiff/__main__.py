@@ -85,10 +85,20 @@ def method_params(args) -> dict:
                 nprobe=args.nprobe)
 
 
+def download_progress(done: int, total: int | None) -> None:
+    """Progress of a dataset download on stderr (the library reports bytes, the CLI draws them)."""
+    mb = done / 2**20
+    text = f"{mb:7.1f} / {total / 2**20:.1f} MB" if total else f"{mb:7.1f} MB"
+    sys.stderr.write(f"\rdownloading {text}")
+    if total and done >= total:
+        sys.stderr.write("\n")
+    sys.stderr.flush()
+
+
 def cmd_sample(args) -> int:
     from . import load_dataset, make_denoiser, sample
     from .data import pick_device
-    ds = load_dataset(args.dataset)
+    ds = load_dataset(args.dataset, progress=download_progress)
     den = make_denoiser(args.method, ds, device=pick_device(args.device), **method_params(args))
     print(f"{args.method} on {ds.name}: N={ds.N}, image {ds.shape}, device {den.device}", file=sys.stderr)
     traj = sample(den, steps=args.steps, n=args.n, seed=args.seed, callback=_progress(args.steps),

@@ -307,11 +307,11 @@ def _parse_sizes(spec: str | None) -> list[int]:
 
 def main(args) -> int:
     from . import load_dataset
-    from .__main__ import method_params
+    from .__main__ import download_progress, method_params
     from .data import device_label, pick_device
     methods = check_methods([m.strip() for m in args.methods.split(",") if m.strip()])
     sizes = _parse_sizes(getattr(args, "sizes", None))
-    ds = load_dataset(args.dataset)
+    ds = load_dataset(args.dataset, progress=download_progress)
     for s in sizes:
         if not 1 <= s <= ds.N:
             raise ValueError(f"Size {s} is outside 1..{ds.N} (N of '{ds.name}'); choose --sizes within it.")

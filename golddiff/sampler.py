@@ -113,12 +113,12 @@ def sample(denoiser: Denoiser, schedule: NoiseSchedule | None = None, steps: int
             callback(rec)
         if i + 1 < len(ts):
             x = schedule.ddim_step(x, out.x0_hat, t, ts[i + 1])
+    names = ("temperature", "mask_threshold", "k_min", "k_max", "low_res", "pool", "backend", "nlist", "nprobe",
+             "snr_switch")
+    params = {}
+    for part in (denoiser, getattr(denoiser, "golddiff", None)):          # hybrid: its GoldDiff's too
+        params.update({k: getattr(part, k) for k in names if part is not None and hasattr(part, k)})
     meta = {"dataset": c.data.name, "method": denoiser.name, "steps": int(steps), "n": int(x.shape[0]),
-            "seed": int(seed), "device": str(c.device), "N": c.N, "shape": list(c.shape),
-            "params": {k: getattr(denoiser, k) for k in ("temperature", "mask_threshold", "k_min", "k_max",
-                                                        "low_res", "pool", "snr_switch") if hasattr(denoiser, k)}}
-    if denoiser.name == "hybrid":
-        meta["params"].update({k: getattr(denoiser.golddiff, k) for k in ("mask_threshold", "k_min", "k_max",
-                                                                           "low_res", "pool")})
+            "seed": int(seed), "device": str(c.device), "N": c.N, "shape": list(c.shape), "params": params}
     shape = (x.shape[0],) + c.shape
     return Trajectory(records, records[-1].x0_hat, x_T.cpu().numpy().reshape(shape), meta)

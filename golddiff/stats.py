@@ -29,6 +29,8 @@ def mean_and_cov(X: torch.Tensor, chunk: int = 4096) -> tuple[torch.Tensor, torc
 
 # A pixel whose L_t[n, n] is below this fraction of the largest diagonal entry counts as degenerate.
 DEGENERATE_REL = 1e-3
+# Masks kept in memory per DataStats: enough for every step of a 10-step run up to D = 3 x 64 x 64 on a GPU.
+MASK_CACHE_BYTES = 1 << 30
 
 
 class DataStats:
@@ -107,7 +109,15 @@ class DataStats:
                 M0.fill_diagonal_(1.0)
                 M = (M0 >= threshold * M0.max()).float()
             self._masks[key] = M.contiguous()
+            self._evict_masks(keep=key)
         return self._masks[key]
+
+    def _evict_masks(self, keep: tuple) -> None:
+        """Bound the mask cache to MASK_CACHE_BYTES (oldest first; a 100-step run at D = 3072 would hold ~3.8 GB)."""
+        per = 4 * self.D * self.D
+        while len(self._masks) > max(1, MASK_CACHE_BYTES // per):
+            oldest = next(k for k in self._masks if k != keep)
+            del self._masks[oldest]
 
     def gaussian_trajectory_coeffs(self, abar_t: float, abar_T: float) -> tuple[torch.Tensor, float]:
         """Closed-form PF-ODE of the Gaussian (Wang & Vastola): per-eigenvector scale (D,) taking the

@@ -449,3 +449,15 @@ def test_one_step_never_holds_B_N_D(method, B, N, side):
     assert full > limit + 2e8
     assert peak < data + limit, (peak, data, full)
     assert peak - before < min(full / 3, 6e8), (before, peak, full)   # the step itself adds little
+
+
+def test_mask_cache_is_bounded(monkeypatch):
+    import golddiff.stats as gs
+    ds = gaussian_ds(D=7, seed=4)
+    st = dn.get_corpus(ds, "cpu").stats
+    monkeypatch.setattr(gs, "MASK_CACHE_BYTES", 3 * 4 * 7 * 7)          # room for three 7x7 masks
+    for t in (900, 700, 500, 300, 100):
+        st.mask(t, SCHED.abar(t), 0.1)
+    assert [k[0] for k in st._masks] == [500, 300, 100]
+    again = st.mask(900, SCHED.abar(900), 0.1)                          # rebuilt identically after eviction
+    assert again.shape == (7, 7) and len(st._masks) == 3
