@@ -67,7 +67,9 @@ def add_method_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mask-threshold", type=float, default=None, help="PCA-locality mask threshold (0.02)")
     p.add_argument("--low-res", type=int, default=None, help="proxy resolution (28->14, 32->16, 64->16)")
     p.add_argument("--temperature", type=float, default=None, help="posterior temperature tau (1)")
-    p.add_argument("--pool", choices=["random", "nearest"], default=None, help="coarse pool mode (random)")
+    p.add_argument("--pool", choices=["random", "nearest", "auto"], default=None,
+                   help="coarse pool: random (published, default), nearest (screen all N), auto (random until "
+                        "the posterior's perplexity < k_t, then nearest)")
     p.add_argument("--snr-switch", type=float, default=None, help="hybrid: Wiener below this SNR (0.005: t=900, 800 of 10 steps)")
     p.add_argument("--backend", choices=["torch", "faiss", "faiss-ivf"], default=None,
                    help="proxy search: torch (exact, default), faiss (exact flat index), faiss-ivf (approximate)")

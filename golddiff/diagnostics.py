@@ -132,6 +132,7 @@ class StepRecord:
     onestep_mse: np.ndarray | None = None       # (B,) method vs full-scan PCA at the same x_t
     onestep_r2: np.ndarray | None = None        # (B,)
     pixel_captured_mass: np.ndarray | None = None  # (B, C, H, W) per-pixel PCA mass held by S_t
+    pool_nearest: np.ndarray | None = None      # (B,) bool: the sample screened all N (nearest) this step
     search_recall: np.ndarray | None = None     # (B,) share of the exact proxy top-k_max that an approximate
                                                 # backend (faiss-ivf) found; None where the search was exact
 
@@ -167,6 +168,8 @@ def make_record(step: int, t: int, x_t: torch.Tensor, out: DenoiseOutput, corpus
         entropy=_np(entropy(w)), perplexity=_np(perplexity(w)), ess=_np(ess(w)),
         k90=_np(k_mass(w, 0.9)), k99=_np(k_mass(w, 0.99)), top_idx=_np(top.indices), top_w=_np(top.values),
         N=corpus.N, m_t=out.m_t, k_t=out.k_t, search_recall=_np(getattr(out, "search_recall", None)))
+    if out.pool_nearest is not None:
+        rec.pool_nearest = _np(out.pool_nearest)
     if out.subset is not None:
         rec.subset_idx = _np(out.subset).astype(np.int32)
         rec.captured_mass = _np(captured_mass(w, out.subset))

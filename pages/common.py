@@ -100,8 +100,9 @@ def sidebar() -> Config | None:
         thr = st.number_input("mask threshold", 0.0, 1.0, d["mask_threshold"], step=0.005, format="%.3f",
                               key="mask_threshold")
         tau = st.number_input("temperature", 0.05, 10.0, d["temperature"], step=0.05, key="temperature")
-        pool = st.radio("pool mode", ["random", "nearest"], horizontal=True, key="pool",
-                        help="random: the published Monte-Carlo pool; nearest: screen all N (ablation)")
+        pool = st.radio("pool mode", ["random", "nearest", "auto"], horizontal=True, key="pool",
+                        help="random: the published Monte-Carlo pool; nearest: screen all N (ablation); "
+                             "auto: random while the posterior is flat, nearest once its perplexity < k_t")
         snr_switch = st.number_input("hybrid: Wiener below SNR", 0.0, 100.0, d["snr_switch"], step=0.01,
                                      format="%.3f", key="snr_switch")
     device = device_name()

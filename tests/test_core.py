@@ -461,3 +461,26 @@ def test_mask_cache_is_bounded(monkeypatch):
     assert [k[0] for k in st._masks] == [500, 300, 100]
     again = st.mask(900, SCHED.abar(900), 0.1)                          # rebuilt identically after eviction
     assert again.shape == (7, 7) and len(st._masks) == 3
+
+
+def test_auto_pool_is_random_when_flat_nearest_when_concentrated_and_mixes_per_sample():
+    """auto screens all N for a sample exactly when its global posterior perplexity is below k_t."""
+    g = torch.Generator().manual_seed(5)
+    base = torch.rand(1, 1, 4, 4, generator=g) * 2 - 1
+    copies = (base + 1e-3 * torch.randn(200, 1, 4, 4, generator=g)).clamp(-1, 1)   # near-duplicates: flat
+    distinct = torch.rand(200, 1, 4, 4, generator=g) * 2 - 1                     # one of them: concentrated
+    ds = make_ds(400, images=torch.cat([copies, distinct]))
+    X = ds.flat()
+    t = 50
+    a = SCHED.abar(t)
+    x = math.sqrt(a) * torch.stack([X[250], X[0], X[1]])                       # (3, D)
+    dens = {p: make_denoiser("golddiff", ds, SCHED, device="cpu", pool=p) for p in ("random", "nearest", "auto")}
+    k_t = dens["auto"].sizes(t)[1]
+    ppl = dg.perplexity(dg.global_posterior(x, dn.get_corpus(ds, "cpu"), a))
+    assert ppl[0] < k_t <= ppl[1] and ppl[2] >= k_t                            # the premise of the test
+    out = {p: d.denoise(x, t, generator=torch.Generator().manual_seed(1)) for p, d in dens.items()}
+    assert out["auto"].pool_nearest.tolist() == [True, False, False]
+    assert torch.equal(out["auto"].subset[0], out["nearest"].subset[0])
+    assert torch.equal(out["auto"].subset[1:], out["random"].subset[1:])       # same pool draws from the seed
+    assert torch.allclose(out["auto"].x0_hat[0], out["nearest"].x0_hat[0], atol=1e-5)
+    assert torch.allclose(out["auto"].x0_hat[1:], out["random"].x0_hat[1:], atol=1e-5)
