@@ -19,7 +19,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .denoisers import Denoiser, PCALocalityDenoiser
+from .denoisers import Denoiser
 from .diagnostics import StepRecord, make_record
 from .schedule import NoiseSchedule
 

@@ -114,6 +114,16 @@ def sidebar() -> Config | None:
     return cfg
 
 
+def require_config(title: str, what: str = "") -> Config:
+    """Title the page and return the sidebar's Config; without one (the dataset did not load) say so and stop."""
+    st.title(title)
+    cfg = st.session_state.get("cfg")
+    if cfg is None:
+        st.info(f"Pick a dataset that loads in the sidebar{what}.")
+        st.stop()
+    return cfg
+
+
 def show_error(e: Exception) -> None:
     """One clear sentence for errors a user can cause; never a traceback."""
     st.error(str(e) if isinstance(e, ValueError) else f"Something went wrong: {e}")

@@ -8,13 +8,9 @@ from golddiff import lesson_figures as figs
 from golddiff import lessons
 from golddiff.bench import REFERENCE, compare
 from golddiff.denoisers import METHODS
-from pages.common import get_corpus_cached, get_dataset, show_error
+from pages.common import get_corpus_cached, get_dataset, show_error, require_config
 
-cfg = st.session_state.get("cfg")
-st.title("Compare methods")
-if cfg is None:
-    st.info("Pick a dataset that loads in the sidebar to compare methods.")
-    st.stop()
+cfg = require_config("Compare methods", " to compare methods")
 st.markdown(
     f"Every method starts from the **same noise** (seed {cfg.seed}, {cfg.n} samples, {cfg.steps} DDIM steps on "
     f"**{cfg.dataset}**, from the sidebar). Fidelity is measured against the full-scan PCA-locality denoiser "

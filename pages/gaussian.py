@@ -6,7 +6,7 @@ import streamlit as st
 from golddiff import lesson_figures as figs
 from golddiff import lessons
 from golddiff.schedule import NoiseSchedule
-from pages.common import get_corpus_cached, get_dataset, show_error
+from pages.common import get_corpus_cached, get_dataset, show_error, require_config
 
 SCHEDULE = NoiseSchedule()
 
@@ -22,11 +22,7 @@ def cached_demo(dataset: str, device: str, steps: int, n: int, seed: int) -> dic
     return lessons.gaussian_demo(get_dataset(dataset), steps, n, seed, device=device)
 
 
-cfg = st.session_state.get("cfg")
-st.title("The Gaussian regime")
-if cfg is None:
-    st.info("Pick a dataset that loads in the sidebar.")
-    st.stop()
+cfg = require_config("The Gaussian regime")
 st.markdown(
     "Replace the training set by one Gaussian $\\mathcal N(\\mu, \\Sigma)$ with the same mean and covariance and "
     "the posterior mean becomes linear, the **Wiener filter**; the probability-flow ODE then has a closed-form "

@@ -8,7 +8,7 @@ from golddiff import lesson_figures as figs
 from golddiff import lessons
 from golddiff.denoisers import pool_size, subset_size
 from golddiff.schedule import NoiseSchedule
-from pages.common import get_corpus_cached, get_dataset, show_error
+from pages.common import get_corpus_cached, get_dataset, show_error, require_config
 
 SCHEDULE = NoiseSchedule()
 GRID = list(range(0, SCHEDULE.T, 50))
@@ -19,11 +19,7 @@ def cached_profile(dataset: str, device: str, index: int, tau: float) -> dict:
     return lessons.posterior_profile(get_dataset(dataset), index, GRID, seed=0, tau=tau, device=device)
 
 
-cfg = st.session_state.get("cfg")
-st.title("How it works")
-if cfg is None:
-    st.info("Pick a dataset that loads in the sidebar.")
-    st.stop()
+cfg = require_config("How it works")
 try:
     get_corpus_cached(cfg.dataset, cfg.device)
     data = get_dataset(cfg.dataset)

@@ -3,7 +3,6 @@ sessions are isolated, user errors are one sentence (digits: fast; mnist-5k once
 import time
 
 import pytest
-import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from conftest import ROOT
@@ -21,13 +20,7 @@ runpy.run_path({page!r}, run_name="__page__")
 """
 
 
-@pytest.fixture(autouse=True)
-def _fresh_caches():
-    st.cache_data.clear()
-    st.cache_resource.clear()
-    yield
-    st.cache_data.clear()
-    st.cache_resource.clear()
+pytestmark = pytest.mark.usefixtures("fresh_st_caches")
 
 
 def explorer(dataset: str = "digits", **sidebar) -> AppTest:

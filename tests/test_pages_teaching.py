@@ -2,25 +2,17 @@
 import json
 
 import pytest
-import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from conftest import ROOT
 
 
-@pytest.fixture(autouse=True)
-def _fresh_caches():
-    st.cache_data.clear()
-    st.cache_resource.clear()
-    yield
-    st.cache_data.clear()
-    st.cache_resource.clear()
+pytestmark = pytest.mark.usefixtures("fresh_st_caches")
 
 
 HARNESS = """
 import runpy, sys
 sys.path.insert(0, {root!r})
-import streamlit as st
 from pages.common import sidebar
 sidebar()
 runpy.run_path({page!r}, run_name="__page__")

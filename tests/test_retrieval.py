@@ -6,8 +6,7 @@ import pytest
 import torch
 
 from golddiff import NoiseSchedule, make_denoiser
-from golddiff.data import Dataset, load_dataset
-from golddiff.denoisers import Corpus
+from golddiff.data import Dataset
 from golddiff.diagnostics import make_record
 from golddiff.retrieval import BACKENDS, ProxyIndex, auto_nprobe, check_backend, fine_select, to_proxy
 
