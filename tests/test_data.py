@@ -613,3 +613,50 @@ def test_real_fashion_mnist(monkeypatch):
     check_images(ds, 60_000, (1, 28, 28))
     assert np.bincount(ds.labels).tolist() == [6000] * 10
     assert ds.classes[9] == "Ankle boot"
+
+
+KILL_MIDWAY = r"""
+import os, signal, sys
+import numpy as np
+from golddiff import data
+
+real_save = np.save
+def save_half_then_die(f, a, allow_pickle=False):
+    raw = a.tobytes()
+    f.write(raw[: len(raw) // 2])          # half the array reaches the disk ...
+    f.flush()
+    os.kill(os.getpid(), signal.SIGKILL)   # ... then the process is killed, mid-write
+if sys.argv[1] == "kill":
+    np.save = save_half_then_die
+version = int(sys.argv[2])
+data.cached_arrays("killtest/x", lambda: {"x": np.full(200_000, version, np.int32)}, meta={"v": version})
+print("done")
+"""
+
+
+def test_cache_write_killed_midway_is_recovered_by_the_next_run(tmp_path, monkeypatch):
+    """A process SIGKILLed in the middle of writing a cache entry leaves no entry that loads; the next run
+    rebuilds it, whether or not an older entry existed."""
+    import signal
+    import warnings
+    from conftest import ROOT
+    monkeypatch.setenv("GOLDDIFF_CACHE", str(tmp_path))
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    script = tmp_path / "kill.py"
+    script.write_text(KILL_MIDWAY)
+
+    def run(mode, version):
+        return subprocess.run([sys.executable, str(script), mode, str(version)], env=env, capture_output=True,
+                              text=True, timeout=120)
+
+    r = run("kill", 1)                                       # first build ever, killed
+    assert r.returncode == -signal.SIGKILL and "done" not in r.stdout
+    assert run("ok", 1).returncode == 0                      # next run rebuilds
+    assert run("kill", 2).returncode == -signal.SIGKILL      # rebuild over a valid entry, killed
+    with pytest.warns(CacheRebuiltWarning):                  # the user is told the old entry was replaced
+        got = data.cached_arrays("killtest/x", lambda: {"x": np.full(200_000, 2, np.int32)}, meta={"v": 2})["x"]
+    assert got.shape == (200_000,) and (np.asarray(got) == 2).all()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                       # now a clean, memory-mapped hit
+        again = data.cached_arrays("killtest/x", lambda: pytest.fail("rebuilt a valid entry"), meta={"v": 2})
+    assert (np.asarray(again["x"]) == 2).all()
