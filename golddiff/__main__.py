@@ -5,8 +5,10 @@ All I/O and printing of the CLI lives here. Errors a user can cause exit with st
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -112,9 +114,68 @@ def cmd_sample(args) -> int:
     return 0
 
 
+def add_bench_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dataset", default="mnist-5k")
+    p.add_argument("--methods", default="pca,golddiff,optimal,wiener,hybrid")
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--n", type=int, default=8)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--sizes", default=None, help="also time every method on random subsets of these sizes, "
+                                                 "e.g. 5000,10000,20000,60000")
+    p.add_argument("--json", default=None, help="also write the results as JSON")
+
+
+def parse_sizes(spec: str | None) -> list[int]:
+    if not spec:
+        return []
+    try:
+        return [int(s) for s in spec.split(",") if s.strip()]
+    except ValueError:
+        raise ValueError(f"--sizes '{spec}' must be comma-separated whole numbers such as 5000,10000.") from None
+
+
 def cmd_bench(args) -> int:
-    from . import bench
-    return bench.main(args)
+    """Run golddiff.bench.compare (and scaling) and print the report; I/O only, the numbers come from bench."""
+    import json
+    import torch
+    from . import load_dataset
+    from .bench import REFERENCE, check_methods, compare, format_report, scaling, to_json
+    from .data import device_label, pick_device
+    methods = check_methods([m.strip() for m in args.methods.split(",") if m.strip()])
+    sizes = parse_sizes(getattr(args, "sizes", None))
+    ds = load_dataset(args.dataset, progress=download_progress)
+    for s in sizes:
+        if not 1 <= s <= ds.N:
+            raise ValueError(f"Size {s} is outside 1..{ds.N} (N of '{ds.name}'); choose --sizes within it.")
+    device = pick_device(args.device)
+    params = method_params(args)
+    start = time.perf_counter()
+
+    def progress(label: str, rec) -> None:
+        sys.stderr.write(f"\r{label:<22} step {rec.step + 1:>3}/{args.steps}  t={rec.t:4d}  "
+                         f"{1000 * rec.time_step:9.1f} ms  elapsed {time.perf_counter() - start:7.1f} s   ")
+        sys.stderr.flush()
+
+    with torch.inference_mode():
+        res = compare(ds, methods, args.steps, args.n, args.seed, params, device,
+                      callback=lambda m, rec: progress(m, rec))
+        grow = scaling(ds, methods, sizes, args.steps, args.n, args.seed, params, device,
+                       callback=lambda s, m, rec: progress(f"{m} N={s}", rec)) if sizes else None
+    sys.stderr.write("\n")
+    meta = {"dataset": ds.name, "N": ds.N, "shape": list(ds.shape), "steps": args.steps, "n": args.n,
+            "seed": args.seed, "device": device_label(device), "torch": torch.__version__,
+            "params": {k: v for k, v in params.items() if v is not None}, "reference": REFERENCE}
+    js = to_json(res, meta, grow)
+    print(f"{ds.name}: N={ds.N}, image {ds.shape}, {args.n} samples x {args.steps} steps, {meta['device']}; "
+          f"reference: full-scan {REFERENCE}")
+    print(format_report(js))
+    if args.json:
+        path = Path(args.json)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(js, indent=1))
+        os.replace(tmp, path)
+        print(f"saved {path}", file=sys.stderr)
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -132,12 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also run the full-scan PCA reference at each step (one-step r^2, slower)")
     add_method_args(s)
     b = sub.add_parser("bench", help="time and compare methods side by side")
-    try:
-        from . import bench
-        bench.add_args(b)
-        add_method_args(b)
-    except ImportError:
-        pass
+    add_bench_args(b)
+    add_method_args(b)
     return ap
 
 

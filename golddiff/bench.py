@@ -14,12 +14,8 @@ Peak memory (`peak_mb`) is what one method's run adds on top of what the process
 """
 from __future__ import annotations
 
-import argparse
-import json
 import math
 import resource
-import sys
-import time
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -283,66 +279,3 @@ def format_report(js: dict) -> str:
             lines.append(f"{m:<9} " + " ".join(f"{js['sizes'][s][m]:10.1f}" for s in ns)
                          + f" {e if e is not None else float('nan'):9.2f}")
     return "\n".join(lines)
-
-
-def add_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dataset", default="mnist-5k")
-    p.add_argument("--methods", default="pca,golddiff,optimal,wiener,hybrid")
-    p.add_argument("--steps", type=int, default=10)
-    p.add_argument("--n", type=int, default=8)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--sizes", default=None, help="also time every method on random subsets of these sizes, "
-                                                 "e.g. 5000,10000,20000,60000")
-    p.add_argument("--json", default=None, help="also write the results as JSON")
-
-
-def _parse_sizes(spec: str | None) -> list[int]:
-    if not spec:
-        return []
-    try:
-        return [int(s) for s in spec.split(",") if s.strip()]
-    except ValueError:
-        raise ValueError(f"--sizes '{spec}' must be comma-separated whole numbers such as 5000,10000.") from None
-
-
-def main(args) -> int:
-    from . import load_dataset
-    from .__main__ import download_progress, method_params
-    from .data import device_label, pick_device
-    methods = check_methods([m.strip() for m in args.methods.split(",") if m.strip()])
-    sizes = _parse_sizes(getattr(args, "sizes", None))
-    ds = load_dataset(args.dataset, progress=download_progress)
-    for s in sizes:
-        if not 1 <= s <= ds.N:
-            raise ValueError(f"Size {s} is outside 1..{ds.N} (N of '{ds.name}'); choose --sizes within it.")
-    device = pick_device(args.device)
-    params = method_params(args)
-    start = time.perf_counter()
-
-    def progress(label: str, rec) -> None:
-        sys.stderr.write(f"\r{label:<22} step {rec.step + 1:>3}/{args.steps}  t={rec.t:4d}  "
-                         f"{1000 * rec.time_step:9.1f} ms  elapsed {time.perf_counter() - start:7.1f} s   ")
-        sys.stderr.flush()
-
-    with torch.inference_mode():
-        res = compare(ds, methods, args.steps, args.n, args.seed, params, device,
-                      callback=lambda m, rec: progress(m, rec))
-        grow = scaling(ds, methods, sizes, args.steps, args.n, args.seed, params, device,
-                       callback=lambda s, m, rec: progress(f"{m} N={s}", rec)) if sizes else None
-    sys.stderr.write("\n")
-    meta = {"dataset": ds.name, "N": ds.N, "shape": list(ds.shape), "steps": args.steps, "n": args.n,
-            "seed": args.seed, "device": device_label(device), "torch": torch.__version__,
-            "params": {k: v for k, v in params.items() if v is not None}, "reference": REFERENCE}
-    js = to_json(res, meta, grow)
-    print(f"{ds.name}: N={ds.N}, image {ds.shape}, {args.n} samples x {args.steps} steps, {meta['device']}; "
-          f"reference: full-scan {REFERENCE}")
-    print(format_report(js))
-    if args.json:
-        from pathlib import Path
-        import os
-        path = Path(args.json)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(js, indent=1))
-        os.replace(tmp, path)
-        print(f"saved {path}", file=sys.stderr)
-    return 0
