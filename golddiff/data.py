@@ -1,4 +1,4 @@
-"""Dataset registry, loaders and the on-disk array cache.
+"""Dataset registry and loaders (the on-disk array cache is in cache.py).
 
 Every loader returns a `Dataset` whose images are float32 in [-1, 1] with shape (N, C, H, W).
 2-D toy sets are stored as (N, 2, 1, 1) so that every method sees them as D = 2 "images".
@@ -19,15 +19,12 @@ from __future__ import annotations
 import contextlib
 import gzip
 import hashlib
-import json
 import os
 import pickle
 import re
 import struct
 import tarfile
-import time
 import uuid
-import warnings
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +32,10 @@ from typing import Callable
 
 import numpy as np
 import torch
+
+# Re-exported: callers and tests use data.cache_dir, data.cached_arrays and friends.
+from .cache import (CACHE_VERSION, CacheRebuiltWarning, array_checksum, cache_dir, cache_state,  # noqa: F401
+                    cached_array, cached_arrays, cached_entry, fingerprint)
 
 ProgressFn = Callable[[int, "int | None"], None]      # progress(done_bytes, total_bytes or None)
 
@@ -56,12 +57,6 @@ def device_label(device: torch.device) -> str:
     if device.type == "cuda":
         return f"GPU: {torch.cuda.get_device_name(device)}"
     return f"CPU ({torch.get_num_threads()} threads)"
-
-
-def cache_dir() -> Path:
-    """Disk cache root: $GOLDDIFF_CACHE or ~/.cache/golddiff."""
-    root = os.environ.get("GOLDDIFF_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "golddiff")
-    return Path(root)
 
 
 @dataclass
@@ -105,236 +100,6 @@ def to_unit_range(u8: np.ndarray) -> torch.Tensor:
     np.divide(x, np.float32(127.5), out=x)
     np.subtract(x, np.float32(1.0), out=x)
     return torch.from_numpy(x)
-
-
-# ----------------------------------------------------------------------------- on-disk array cache
-#
-# An entry is a JSON manifest <slug>.json naming one immutable .npy file per array
-# (<slug>.<build id>.<array>.npy) with its shape, dtype, file size and a blake2b checksum. Writers save the
-# .npy files under unique names, then os.replace the manifest: the manifest swap is the single atomic commit,
-# so a reader sees either the old entry or the new one, never a mix. Builders of one key are serialised by
-# an fcntl lock (where available) and re-check the entry after taking it, so concurrent processes build once.
-
-CACHE_VERSION = 1
-
-
-class CacheRebuiltWarning(UserWarning):
-    """A cache entry on disk was invalid (truncated, other version, other source) and was rebuilt."""
-
-
-def _slug(key: str) -> str:
-    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", key).strip("._")[:60]
-    return f"{safe}-{hashlib.sha1(key.encode()).hexdigest()[:12]}"
-
-
-def _arrays_dir() -> Path:
-    return cache_dir() / "arrays"
-
-
-def array_checksum(a: np.ndarray) -> str:
-    """blake2b (128-bit) hex digest of the raw bytes of `a` (C order), read in 16 MB slices."""
-    h = hashlib.blake2b(digest_size=16)
-    flat = np.ascontiguousarray(a).reshape(-1).view(np.uint8)
-    for i in range(0, flat.size, 1 << 24):
-        h.update(flat[i:i + (1 << 24)].tobytes())
-    return h.hexdigest()
-
-
-def fingerprint(x: np.ndarray | torch.Tensor, samples: int = 65536) -> str:
-    """Cheap content fingerprint: shape, dtype and the bytes of at most `samples` evenly strided elements."""
-    flat = x.reshape(-1)
-    step = max(1, flat.shape[0] // samples)
-    part = flat[::step]
-    part = part.detach().cpu().numpy() if isinstance(part, torch.Tensor) else np.asarray(part)
-    h = hashlib.blake2b(digest_size=8)
-    h.update(f"{tuple(x.shape)} {part.dtype}".encode())
-    h.update(np.ascontiguousarray(part).tobytes())
-    return h.hexdigest()
-
-
-def _json_roundtrip(meta):
-    return None if meta is None else json.loads(json.dumps(meta, sort_keys=True))
-
-
-def _read_entry(key: str, meta, verify: bool) -> tuple[dict[str, np.ndarray] | None, str | None]:
-    """(arrays, None) for a valid entry; (None, None) when absent; (None, reason) when present but invalid."""
-    d, slug = _arrays_dir(), _slug(key)
-    try:
-        man = json.loads((d / f"{slug}.json").read_text())
-    except FileNotFoundError:
-        return None, None
-    except (OSError, ValueError):
-        return None, "unreadable (its manifest is not valid JSON)"
-    if not isinstance(man, dict) or man.get("version") != CACHE_VERSION:
-        return None, f"from another cache version ({man.get('version') if isinstance(man, dict) else '?'})"
-    if man.get("key") != key:
-        return None, "written for another key"
-    if meta is not None and man.get("meta") != _json_roundtrip(meta):
-        return None, "made from different source data"
-    out = {}
-    try:
-        items = [(str(n), e["file"], list(e["shape"]), str(e["dtype"]), int(e["file_bytes"]), e["checksum"])
-                 for n, e in man["arrays"].items()]
-    except (KeyError, TypeError, AttributeError, ValueError):
-        return None, "malformed (its manifest lacks fields)"
-    for name, fname, shape, dtype, nbytes, checksum in items:
-        e = dict(file=fname, shape=shape, dtype=dtype, file_bytes=nbytes, checksum=checksum)
-        p = d / e["file"]
-        try:
-            size = p.stat().st_size
-        except OSError:
-            return None, f"missing its file {e['file']}"
-        if size != e["file_bytes"]:
-            return None, f"truncated ({size} of {e['file_bytes']} bytes in {e['file']})"
-        try:
-            empty = int(np.prod(e["shape"])) == 0
-            a = np.load(p, mmap_mode=None if empty else "r", allow_pickle=False)
-        except (OSError, ValueError) as err:
-            return None, f"unreadable ({e['file']}: {err})"
-        if list(a.shape) != e["shape"] or str(a.dtype) != e["dtype"]:
-            return None, f"inconsistent ({e['file']} holds {a.dtype}{list(a.shape)})"
-        if verify and array_checksum(a) != e["checksum"]:
-            return None, f"corrupt (checksum mismatch in {e['file']})"
-        out[name] = a
-    return out, None
-
-
-def _write_entry(key: str, arrays: dict[str, np.ndarray], meta) -> None:
-    d, slug = _arrays_dir(), _slug(key)
-    d.mkdir(parents=True, exist_ok=True)
-    build = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    entries, done, tmp = {}, [], None
-    try:
-        for name, a in arrays.items():
-            fname = f"{slug}.{build}.{name}.npy"
-            tmp = d / f"{fname}.tmp"
-            with open(tmp, "wb") as f:
-                np.save(f, a, allow_pickle=False)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, d / fname)
-            done.append(d / fname)
-            entries[name] = dict(file=fname, shape=list(a.shape), dtype=str(a.dtype),
-                                 file_bytes=(d / fname).stat().st_size, checksum=array_checksum(a))
-        man = dict(version=CACHE_VERSION, key=key, meta=_json_roundtrip(meta), created=time.time(), arrays=entries)
-        tmp = d / f"{slug}.json.{build}.tmp"
-        tmp.write_text(json.dumps(man, sort_keys=True))
-        try:                                        # files of the entry this commit supersedes
-            old = [e["file"] for e in json.loads((d / f"{slug}.json").read_text())["arrays"].values()]
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
-            old = []
-        os.replace(tmp, d / f"{slug}.json")
-    except BaseException:
-        for p in done + ([tmp] if tmp is not None else []):
-            with contextlib.suppress(OSError):
-                p.unlink()
-        raise
-    # Delete the superseded entry's files now; anything else unreferenced (a killed writer's temp files, the
-    # files of a racing writer whose manifest lost) only once it is an hour old, so in-flight writes survive.
-    keep = {e["file"] for e in entries.values()}
-    for p in [d / f for f in old if f not in keep] + list(d.glob(f"{slug}.*")):
-        with contextlib.suppress(OSError):
-            stale = time.time() - p.stat().st_mtime > 3600
-            if p.name not in keep and p.suffix in (".npy", ".tmp") and (p.name in old or stale):
-                p.unlink()
-
-
-@contextlib.contextmanager
-def _build_lock(key: str):
-    """Exclusive lock serialising builders of one key (fcntl; a no-op where fcntl is missing)."""
-    try:
-        import fcntl
-    except ImportError:
-        yield
-        return
-    path = _arrays_dir() / f"{_slug(key)}.lock"
-    with open(path, "a+") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
-def cached_arrays(key: str, build: Callable[[], dict[str, np.ndarray]], meta=None,
-                  verify: bool | None = None) -> dict[str, np.ndarray]:
-    """Arrays stored on disk under `key`, built once by `build()` and memory-mapped (read-only) afterwards.
-
-    key: any string naming the content (include every parameter it depends on, e.g. "stats/mnist/N60000");
-    build: returns {name: ndarray} with names of letters, digits and '_' and non-object dtypes;
-    meta: optional JSON-able description of the inputs (e.g. source file sizes); an entry whose stored meta
-    differs is rebuilt. Every load checks version, key, file sizes, shapes and dtypes; verify=True (or
-    $GOLDDIFF_VERIFY_CACHE=1) also checks the full checksum. An invalid entry is rebuilt with a
-    `CacheRebuiltWarning` saying why. When the cache folder cannot be written, the built arrays are returned
-    uncached with a warning. Returns {name: array}; arrays are np.memmap (read-only) except empty ones.
-    """
-    if verify is None:
-        verify = os.environ.get("GOLDDIFF_VERIFY_CACHE", "") not in ("", "0")
-    arrays, reason = _read_entry(key, meta, verify)
-    if arrays is not None:
-        return arrays
-    try:
-        _arrays_dir().mkdir(parents=True, exist_ok=True)
-        lock = _build_lock(key)
-        lock.__enter__()
-    except OSError as e:
-        warnings.warn(f"The cache folder {_arrays_dir()} is not writable ({e}); '{key}' is kept in memory only.")
-        return _check_built(key, build())
-    try:
-        arrays, again = _read_entry(key, meta, verify)      # another process may have built it meanwhile
-        if arrays is not None:
-            return arrays
-        reason = again or reason
-        if reason:
-            warnings.warn(f"The cache entry '{key}' in {_arrays_dir()} was {reason}; rebuilding it.",
-                          CacheRebuiltWarning, stacklevel=2)
-        built = _check_built(key, build())
-        try:
-            _write_entry(key, built, meta)
-        except OSError as e:
-            warnings.warn(f"Could not write the cache entry '{key}' ({e}); it is kept in memory only.")
-            return built
-    finally:
-        lock.__exit__(None, None, None)
-    arrays, _ = _read_entry(key, meta, False)
-    return arrays if arrays is not None else built
-
-
-def _check_built(key: str, built) -> dict[str, np.ndarray]:
-    if not isinstance(built, dict) or not built:
-        raise TypeError(f"build() for cache key '{key}' must return a non-empty dict of numpy arrays.")
-    out = {}
-    for name, a in built.items():
-        if not re.fullmatch(r"[A-Za-z0-9_]+", str(name)):
-            raise TypeError(f"Array name '{name}' for cache key '{key}' must use only letters, digits and '_'.")
-        a = np.ascontiguousarray(a)
-        if a.dtype.hasobject:
-            raise TypeError(f"Array '{name}' for cache key '{key}' has an object dtype, which cannot be cached.")
-        out[str(name)] = a
-    return out
-
-
-def cached_array(key: str, build: Callable[[], np.ndarray], meta=None, verify: bool | None = None) -> np.ndarray:
-    """One array cached under `key`; see `cached_arrays`."""
-    return cached_arrays(key, lambda: {"array": build()}, meta, verify)["array"]
-
-
-def cache_state(key: str) -> int | None:
-    """Bytes on disk of a present entry whose files have their recorded sizes, else None (stat only, fast)."""
-    d = _arrays_dir()
-    try:
-        man = json.loads((d / f"{_slug(key)}.json").read_text())
-        if man.get("version") != CACHE_VERSION or man.get("key") != key:
-            return None
-        total = 0
-        for e in man["arrays"].values():
-            size = (d / e["file"]).stat().st_size
-            if size != e["file_bytes"]:
-                return None
-            total += size
-        return total
-    except (OSError, ValueError, KeyError, AttributeError, TypeError):
-        return None
 
 
 # ----------------------------------------------------------------------------- finding and downloading files
@@ -681,7 +446,7 @@ def _load_fileset(name: str, fs: _FileSet, decode: Callable, classes: list[str],
     key = f"dataset/{name}/res{fs.res}"
     files = fs.locate()
     if files is None and cache_state(key) is not None:       # sources gone but the decoded cache is intact
-        arrays, _ = _read_entry(key, None, False)
+        arrays = cached_entry(key)
         if arrays is not None:
             return _from_u8(name, arrays["images"], arrays["labels"], classes)
     files = files or fs.fetch(progress)

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .data import Dataset, cached_arrays, fingerprint, pick_device
+from .cache import cached_arrays, fingerprint
+from .data import Dataset, pick_device
 from .posterior import (CHUNK_ELEMS, StreamingSoftmax, chunk_rows, chunk_stats_T, global_logits,
                         locality_logits_T, mask_operator, posterior_T)
 from .retrieval import ProxyIndex, check_backend, fine_select, proxy_factor, search_recall
@@ -81,7 +82,7 @@ class Corpus:
     @property
     def stats(self) -> DataStats:
         if self._stats is None:
-            # disk cache (data.cached_arrays) keyed by name, N, shape and a strided content fingerprint
+            # disk cache (cache.cached_arrays) keyed by name, N, shape and a strided content fingerprint
             shape = "x".join(map(str, self.shape))
             key = f"stats/v1/{self.data.name}/N{self.N}/{shape}/{fingerprint(self.data.images)}"
             arrays = cached_arrays(key, lambda: DataStats.from_data(self.X).to_arrays())

@@ -2,7 +2,7 @@
 
 The app draws three things on one map: the training set, the golden subset S_t at step t and the trajectory
 of x0_hat. `build_map` fits UMAP (umap-learn) on at most `max_points` images drawn with a fixed seed and caches
-the coordinates under data.cache_dir()/umap (npz written to a temp file, then renamed); `load_map` returns the
+the coordinates under cache.cache_dir()/umap (npz written to a temp file, then renamed); `load_map` returns the
 cached map, or None when it has not been built yet (so the app can offer to build it with its own progress).
 
 Placement of new points (`EmbeddingMap.transform`) is NOT umap's own transform: it is a k-nearest-neighbour
@@ -28,7 +28,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .data import Dataset, cache_dir
+from .cache import cache_dir
+from .data import Dataset
 
 UMAP_DEFAULTS = dict(n_neighbors=15, min_dist=0.1)   # umap-learn's own defaults, Euclidean metric
 KNN = 10                                              # neighbours used to place a new point

@@ -10,7 +10,7 @@ Backends (`BACKENDS`):
   faiss      exact: faiss IndexFlatL2 (a faiss GPU index when faiss sees a GPU and the corpus is on CUDA).
   faiss-ivf  approximate: faiss IndexIVFFlat with `nlist` lists (default round(sqrt(N))), `nprobe` lists
              probed per query (default: enough lists to hold about 4 k of the screened points, see
-             `auto_nprobe`). Trained once and cached on disk under data.cache_dir()/faiss.
+             `auto_nprobe`). Trained once and cached on disk under cache.cache_dir()/faiss.
 Searches restricted to a pool (GoldDiff's random pool of m_t indices per sample) always take the exact torch
 path, whatever the backend: one (B, N) distance matmul with the rows outside the pool masked out. Measured on
 Fashion-MNIST (N=60,000, d=196, B=8, k=6,000, 2 CPU threads) it takes 8-10 ms for any pool size, against
@@ -189,7 +189,7 @@ class ProxyIndex:
             index = faiss.IndexFlatL2(self.d)
             index.add(Pn)
         else:
-            from .data import cache_dir
+            from .cache import cache_dir
             digest = hashlib.sha1(Pn.tobytes()).hexdigest()[:12]
             safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in name)
             C, H, W = self.shape

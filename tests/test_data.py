@@ -21,7 +21,7 @@ import pytest
 import torch
 from PIL import Image
 
-from golddiff import data
+from golddiff import cache, data
 from golddiff.data import CacheRebuiltWarning, cached_arrays, load_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -87,7 +87,7 @@ def check_images(ds, n, chw):
 
 
 def manifest(key: str) -> Path:
-    return data.cache_dir() / "arrays" / f"{data._slug(key)}.json"
+    return data.cache_dir() / "arrays" / f"{cache._slug(key)}.json"
 
 
 # ----------------------------------------------------------------------------- idx datasets
@@ -284,13 +284,13 @@ def test_concurrent_threads_build_once_and_leave_a_valid_entry():
 def test_concurrent_writers_without_lock_still_commit_atomically(monkeypatch):
     """Even with the lock disabled, racing writers leave one consistent entry (the manifest swap commits)."""
     import contextlib
-    monkeypatch.setattr(data, "_build_lock", lambda key: contextlib.nullcontext())
+    monkeypatch.setattr(cache, "_build_lock", lambda key: contextlib.nullcontext())
     errors = []
 
     def worker(v):
         try:
             for _ in range(5):
-                data._write_entry("unit/race", {"a": np.full(20_000, v, np.int32), "b": np.full(3, v, np.int8)},
+                cache._write_entry("unit/race", {"a": np.full(20_000, v, np.int32), "b": np.full(3, v, np.int8)},
                                   None)
         except Exception as e:                       # pragma: no cover - reported below
             errors.append(e)
@@ -300,7 +300,7 @@ def test_concurrent_writers_without_lock_still_commit_atomically(monkeypatch):
     for t in threads:
         t.join()
     assert not errors
-    out, reason = data._read_entry("unit/race", None, verify=True)
+    out, reason = cache._read_entry("unit/race", None, verify=True)
     assert reason is None and out is not None
     assert out["a"][0] == out["b"][0] and np.all(out["a"] == out["a"][0])   # both arrays from one writer
 
@@ -320,7 +320,7 @@ def test_two_processes_build_the_same_key(tmp_path):
     procs = [subprocess.Popen([sys.executable, "-c", script, str(log)], env=env) for _ in range(2)]
     assert [p.wait(timeout=120) for p in procs] == [0, 0]
     assert log.read_text().count("built") == 1
-    out, reason = data._read_entry("unit/processes", None, verify=True)
+    out, reason = cache._read_entry("unit/processes", None, verify=True)
     assert reason is None and out["x"][-1] == 199_999
 
 
