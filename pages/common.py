@@ -75,14 +75,39 @@ def image_datasets() -> list[str]:
     return [n for n, i in gdata.REGISTRY.items() if i.resolution != "2-D"]
 
 
+def download_dataset(name: str) -> bool:
+    """Ask before downloading a dataset, then download it with a byte progress bar. True once it is on disk."""
+    sb = st.sidebar
+    sb.info(f"{name} is not on this machine yet: {gdata.REGISTRY[name].source}.")
+    if not sb.button(f"Download {name}", key=f"download_{name}"):
+        return False
+    bar = sb.progress(0.0, text=f"Downloading {name}...")
+
+    def progress(done: int, total: int | None) -> None:
+        frac = min(1.0, done / total) if total else 0.0
+        bar.progress(frac, text=f"Downloading {name}: {done / 2**20:.1f}"
+                                + (f" / {total / 2**20:.1f} MB" if total else " MB"))
+    try:
+        golddiff.load_dataset(name, progress=progress)               # decoded and cached on disk
+    except ValueError as e:
+        sb.error(str(e))
+        return False
+    bar.empty()
+    return True
+
+
 def sidebar() -> Config | None:
     """Draw the shared sidebar; store and return the Config (None when the dataset cannot load)."""
     sb = st.sidebar
     sb.header("Run settings")
+    st.session_state["cfg"] = None            # until this run's choices load: pages never use stale settings
     names = image_datasets()
-    avail = {n: gdata.REGISTRY[n].available() for n in names}
+    status = {n: gdata.dataset_status(n)[0] for n in names}          # file checks only, no decoding
+    tag = {"found": "", "downloadable": " (download)", "not found": " (not found)"}
     dataset = sb.selectbox("Dataset", names, index=names.index(DEFAULT_DATASET),
-                           format_func=lambda n: n if avail[n] else f"{n} (not found)", key="dataset")
+                           format_func=lambda n: n + tag[status[n]], key="dataset")
+    if status[dataset] == "downloadable" and not download_dataset(dataset):
+        return None
     try:
         ds = get_dataset(dataset)
     except ValueError as e:

@@ -211,3 +211,31 @@ def test_every_method_renders_first_and_last_step(method):
         has_subset = rec.ranked_idx is not None
         assert metric(at, "k_t (golden subset)") == (f"{rec.k_t:,}" if rec.k_t is not None else "—")
         assert any(h.value.startswith("Golden subset" if has_subset else "Global posterior") for h in at.subheader)
+
+
+def test_downloadable_dataset_waits_for_the_button_then_downloads_with_progress(monkeypatch):
+    """Picking a dataset that is not on disk must not start a download by itself; the button does."""
+    import golddiff
+    from golddiff import data as gdata
+    real_status, calls = gdata.dataset_status, []
+    monkeypatch.setattr(gdata, "dataset_status",
+                        lambda n: ("downloadable", None) if n == "mnist" else real_status(n))
+    digits = golddiff.load_dataset("digits")
+
+    def fake_load(name, progress=None):                       # stands in for the network download
+        calls.append(name)
+        if progress is not None:
+            progress(512 * 1024, 1024 * 1024)
+            progress(1024 * 1024, 1024 * 1024)
+        return digits if name == "mnist" else golddiff.data.load_dataset(name)
+    monkeypatch.setattr(golddiff, "load_dataset", fake_load)
+    at = explorer("digits")
+    at.selectbox(key="dataset").set_value("mnist").run()
+    ok(at)
+    assert "mnist" not in calls                               # nothing downloaded by merely picking it
+    assert any("not on this machine" in i.value for i in at.sidebar.info)
+    assert at.session_state["cfg"] is None                    # pages wait instead of using the old settings
+    assert any("Pick a dataset" in i.value for i in at.info)
+    at.button(key="download_mnist").click().run()
+    ok(at)
+    assert "mnist" in calls and at.session_state["cfg"].dataset == "mnist"
