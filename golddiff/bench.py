@@ -25,6 +25,7 @@ import torch
 from .data import Dataset
 from .denoisers import METHODS, make_denoiser
 from .diagnostics import mse01, r2
+from .memory import proc_bytes
 from .sampler import Trajectory, sample
 from .schedule import NoiseSchedule
 
@@ -55,25 +56,12 @@ class MethodResult:
 
 def _rss_bytes() -> int | None:
     """Current resident set (VmRSS) in bytes, None where /proc is missing."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
+    return proc_bytes("/proc/self/status", "VmRSS")
 
 
 def _hwm_bytes() -> int | None:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
+    """Peak resident set since the last reset (VmHWM) in bytes."""
+    return proc_bytes("/proc/self/status", "VmHWM")
 
 
 class _PeakMemory:

@@ -22,6 +22,19 @@ _UNITS = {"": 1, "b": 1, "k": 1e3, "kb": 1e3, "m": 1e6, "mb": 1e6, "g": 1e9, "gb
 _LIMIT: int | None = None          # set_max_memory(); takes precedence over the environment variable
 
 
+
+def proc_bytes(path: str, key: str) -> int | None:
+    """A "Key:  N kB" line of a /proc file (e.g. /proc/meminfo MemAvailable, /proc/self/status VmRSS) in bytes;
+    None where /proc or the key is missing."""
+    try:
+        with open(path) as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
 def parse_bytes(spec: str | int | float, source: str = "max_memory") -> int:
     """'2GB', '512 MB', '1.5G', '3GiB' or a plain number of bytes -> int bytes. Raises ValueError otherwise."""
     if isinstance(spec, (int, float)) and not isinstance(spec, bool):
@@ -70,13 +83,9 @@ def available_bytes(device: torch.device | str | None = None) -> int | None:
             return int(free + max(0, cached))
         except (RuntimeError, AssertionError):
             return None
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
+    avail = proc_bytes("/proc/meminfo", "MemAvailable")
+    if avail is not None:
+        return avail
     try:
         return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
     except (ValueError, OSError, AttributeError):
