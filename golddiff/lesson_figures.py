@@ -88,6 +88,15 @@ def toy_scene(frame: dict, lim: float = 2.0, grid: int = 41) -> go.Figure:
     return fig
 
 
+def _finish_twin_axes(fig: go.Figure, left: str, left_range: list, right: str, title: str) -> go.Figure:
+    """Shared finish of the SNR figures with a linear left axis and a log right axis."""
+    _snr_axis(fig)
+    fig.update_yaxes(title_text=left, range=left_range, secondary_y=False)
+    fig.update_yaxes(title_text=right, type="log", dtick=1, secondary_y=True)
+    fig.update_layout(height=420, margin=_MARGIN, legend=dict(orientation="h", y=-0.25), title=title)
+    return fig
+
+
 def entropy_vs_snr(snr: np.ndarray, H: np.ndarray, ppl: np.ndarray, N: int, k_t: np.ndarray | None = None,
                    current: float | None = None) -> go.Figure:
     """Global posterior entropy (left axis) and perplexity with k_t and N (right axis, log) against SNR."""
@@ -103,12 +112,8 @@ def entropy_vs_snr(snr: np.ndarray, H: np.ndarray, ppl: np.ndarray, N: int, k_t:
                              line=dict(color="gray", dash="dot")), secondary_y=True)
     if current is not None:
         _vline(fig, current, "now", color="black")
-    _snr_axis(fig)
-    fig.update_yaxes(title_text="entropy (nats)", range=[0, math.log(N) * 1.05], secondary_y=False)
-    fig.update_yaxes(title_text="number of images", type="log", dtick=1, secondary_y=True)
-    fig.update_layout(height=420, margin=_MARGIN, legend=dict(orientation="h", y=-0.25),
-                      title="Posterior concentration along the trajectory")
-    return fig
+    return _finish_twin_axes(fig, "entropy (nats)", [0, math.log(N) * 1.05], "number of images",
+                             "Posterior concentration along the trajectory")
 
 
 # ----------------------------------------------------------------------------- Compare
@@ -176,13 +181,9 @@ def gaussian_gap(gap: dict, snr_switch: float | None = None, snr_skip: float | N
         _vline(fig, snr_switch, "hybrid switch", color="#ffa15a")
     if snr_skip:
         _vline(fig, snr_skip, "teleport to", color="#1f77b4", position="bottom right")
-    _snr_axis(fig)
     lo = float(np.nanmin(gap["r2"])) if len(gap["r2"]) else 0.0
-    fig.update_yaxes(title_text="r^2 (1 = identical)", range=[min(0.0, lo) - 0.05, 1.05], secondary_y=False)
-    fig.update_yaxes(title_text="perplexity / N", type="log", dtick=1, secondary_y=True)
-    fig.update_layout(height=420, margin=_MARGIN, legend=dict(orientation="h", y=-0.25),
-                      title="Where is the linear (Gaussian) score enough?")
-    return fig
+    return _finish_twin_axes(fig, "r^2 (1 = identical)", [min(0.0, lo) - 0.05, 1.05], "perplexity / N",
+                             "Where is the linear (Gaussian) score enough?")
 
 
 def time_saved(seconds: dict[str, float], calls: dict[str, int]) -> go.Figure:
