@@ -5,7 +5,6 @@ All I/O and printing of the CLI lives here. Errors a user can cause exit with st
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
@@ -170,10 +169,9 @@ def cmd_bench(args) -> int:
           f"reference: full-scan {REFERENCE}")
     print(format_report(js))
     if args.json:
+        from .cache import atomic_write
         path = Path(args.json)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(js, indent=1))
-        os.replace(tmp, path)
+        atomic_write(path, lambda tmp: tmp.write_text(json.dumps(js, indent=1)))
         print(f"saved {path}", file=sys.stderr)
     return 0
 

@@ -20,6 +20,19 @@ import numpy as np
 import torch
 
 
+def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> None:
+    """Create `path` through write(tmp) on a unique temp name in the same folder, then os.replace it into place:
+    readers see the old file or the whole new one, never a half-written one; on failure no temp file is left."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
 def cache_dir() -> Path:
     """Disk cache root: $GOLDDIFF_CACHE or ~/.cache/golddiff."""
     root = os.environ.get("GOLDDIFF_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "golddiff")

@@ -17,9 +17,7 @@ between its neighbours' positions, which is what it is: an average of training i
 from __future__ import annotations
 
 import hashlib
-import io
 import json
-import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +26,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .cache import cache_dir
+from .cache import atomic_write, cache_dir
 from .data import Dataset
 
 UMAP_DEFAULTS = dict(n_neighbors=15, min_dist=0.1)   # umap-learn's own defaults, Euclidean metric
@@ -176,14 +174,10 @@ def build_map(data: Dataset, max_points: int = 20000, seed: int = 0, progress: P
     report(0.95, "saving the map")
     path = cache_path(params, _content(points))
     path.parent.mkdir(parents=True, exist_ok=True)
-    buf = io.BytesIO()
-    np.savez(buf, coords=coords, index=idx, params=np.array(json.dumps(params)))
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_bytes(buf.getvalue())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            np.savez(f, coords=coords, index=idx, params=np.array(json.dumps(params)))
+    atomic_write(path, write)
     report(1.0, "map ready")
     return EmbeddingMap(coords, idx, points, params, data)

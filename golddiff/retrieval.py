@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import os
 from pathlib import Path
 
 import numpy as np
@@ -126,19 +125,6 @@ def _faiss_gpu(device: torch.device) -> bool:
     return device.type == "cuda" and hasattr(faiss, "index_cpu_to_gpu") and faiss.get_num_gpus() > 0
 
 
-def _atomic_write_index(index, path: Path) -> None:
-    """faiss.write_index to a temp file in the same folder, then os.replace (never a half-written cache)."""
-    import faiss
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        faiss.write_index(index, str(tmp))
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 class ProxyIndex:
     """The proxy database of a dataset: P x_i (N, d), ||P x_i||^2 and, for faiss backends, an index over P.
 
@@ -189,7 +175,7 @@ class ProxyIndex:
             index = faiss.IndexFlatL2(self.d)
             index.add(Pn)
         else:
-            from .cache import cache_dir
+            from .cache import atomic_write, cache_dir
             digest = hashlib.sha1(Pn.tobytes()).hexdigest()[:12]
             safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in name)
             C, H, W = self.shape
@@ -207,7 +193,8 @@ class ProxyIndex:
                 index = faiss.IndexIVFFlat(faiss.IndexFlatL2(self.d), self.d, self.nlist)
                 index.train(Pn)
                 index.add(Pn)
-                _atomic_write_index(index, self.cache_path)
+                self.cache_path.parent.mkdir(parents=True, exist_ok=True)
+                atomic_write(self.cache_path, lambda tmp: faiss.write_index(index, str(tmp)))
         if _faiss_gpu(self.P.device):
             self._res = faiss.StandardGpuResources()
             index = faiss.index_cpu_to_gpu(self._res, self.P.device.index or 0, index)

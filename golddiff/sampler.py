@@ -8,7 +8,6 @@
 """
 from __future__ import annotations
 
-import io
 import json
 import os
 import time
@@ -19,6 +18,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from .cache import atomic_write
 from .denoisers import Denoiser
 from .diagnostics import StepRecord, make_record
 from .schedule import NoiseSchedule
@@ -50,12 +50,10 @@ class Trajectory:
             for k, v in r.to_dict().items():
                 if v is not None:
                     arrays[f"r{i}.{k}"] = np.asarray(v)
-        path = Path(path)
-        buf = io.BytesIO()
-        np.savez_compressed(buf, **arrays)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_bytes(buf.getvalue())
-        os.replace(tmp, path)
+        def write(tmp: Path) -> None:
+            with open(tmp, "wb") as f:
+                np.savez_compressed(f, **arrays)
+        atomic_write(path, write)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Trajectory":

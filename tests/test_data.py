@@ -660,3 +660,19 @@ def test_cache_write_killed_midway_is_recovered_by_the_next_run(tmp_path, monkey
         warnings.simplefilter("error")                       # now a clean, memory-mapped hit
         again = data.cached_arrays("killtest/x", lambda: pytest.fail("rebuilt a valid entry"), meta={"v": 2})
     assert (np.asarray(again["x"]) == 2).all()
+
+
+def test_atomic_write_keeps_the_old_file_and_no_temp_when_the_write_fails(tmp_path):
+    folder = tmp_path / "atomic"
+    folder.mkdir()
+    target = folder / "out.bin"
+    cache.atomic_write(target, lambda p: p.write_bytes(b"old"))
+
+    def half_then_fail(p):
+        p.write_bytes(b"ne")
+        raise RuntimeError("disk full")
+    with pytest.raises(RuntimeError):
+        cache.atomic_write(target, half_then_fail)
+    assert target.read_bytes() == b"old" and sorted(x.name for x in folder.iterdir()) == ["out.bin"]
+    cache.atomic_write(target, lambda p: p.write_bytes(b"new"))
+    assert target.read_bytes() == b"new" and sorted(x.name for x in folder.iterdir()) == ["out.bin"]
