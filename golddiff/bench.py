@@ -103,8 +103,9 @@ class _PeakMemory:
 
 # ----------------------------------------------------------------------------- compare
 
-def _onestep(method_den, ref: Trajectory, seed: int) -> tuple[list, list]:
-    """Feed the reference trajectory's x_t to a method; per-step mean MSE and r^2 against the reference x0."""
+def onestep_fidelity(method_den, ref: Trajectory, seed: int = 0) -> tuple[list, list]:
+    """Feed the reference trajectory's x_t to a method; per-step mean MSE and r^2 against the reference x0.
+    The one-step numbers of the bench and of the app's Compare page both come from here."""
     g = torch.Generator().manual_seed(seed)
     mses, r2s = [], []
     dev = method_den.device
@@ -157,7 +158,7 @@ def compare(data: Dataset, methods: list[str], steps: int = 10, n: int = 8, seed
         res.final_mse, res.final_r2 = float(mse01(a, b).mean()), float(r2(a, b).mean())
         if onestep:
             res.onestep_mse, res.onestep_r2 = ([0.0] * steps, [1.0] * steps) if m == REFERENCE else \
-                _onestep(den, ref.trajectory, seed)
+                onestep_fidelity(den, ref.trajectory, seed)
         results[m] = res
     return {m: results[m] for m in order if m in methods or m == REFERENCE}
 

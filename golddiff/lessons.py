@@ -11,6 +11,7 @@ import time
 import numpy as np
 import torch
 
+from .bench import onestep_fidelity
 from .data import Dataset
 from .denoisers import Denoiser, default_params, get_corpus, global_scan, make_denoiser, pool_size, subset_size
 from .diagnostics import entropy, ess, global_posterior, k_mass, mse01, perplexity, r2
@@ -87,20 +88,11 @@ def train_nn_distance(data: Dataset, n: int = 300, seed: int = 0) -> float:
     return float(torch.sqrt(d2.min(1).values / (4 * X.shape[1])).median())
 
 
-@torch.inference_mode()
 def onestep_curve(den: Denoiser, ref: Trajectory, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Feed the reference trajectory's x_t to `den` at each step; returns SNR (S,), mean r^2 (S,) and mean
-    MSE (S,) of den's x0_hat against the reference's x0_hat at the same x_t."""
-    g = torch.Generator().manual_seed(seed)
-    snr, r2s, mses = [], [], []
-    for rec in ref.records:
-        x = torch.from_numpy(rec.x_t.reshape(rec.x_t.shape[0], -1)).to(den.device)
-        b = torch.from_numpy(rec.x0_hat.reshape(x.shape[0], -1)).to(den.device)
-        a = den.denoise(x, rec.t, generator=g).x0_hat
-        snr.append(rec.snr)
-        r2s.append(float(r2(a, b).mean()))
-        mses.append(float(mse01(a, b).mean()))
-    return np.array(snr), np.array(r2s), np.array(mses)
+    """SNR (S,), mean r^2 (S,) and mean MSE (S,) of den's x0_hat against the reference's at the reference's x_t
+    (bench.onestep_fidelity, ordered for plotting against SNR)."""
+    mses, r2s = onestep_fidelity(den, ref, seed)
+    return ref.scalars("snr"), np.array(r2s), np.array(mses)
 
 
 def pool_ablation(data: Dataset, ref: Trajectory, params: dict, seed: int = 0, device=None,
