@@ -1,8 +1,10 @@
 """UI helpers shared by app.py and the pages: cached resources, the shared sidebar, error display.
 
-UI only: all math comes from golddiff. Cached resources are keyed by names and parameters (never by big
+UI only: all math comes from golddiff. Cached resources are keyed by names and parameters (never by
+big
 arrays) and are never mutated by a page.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -11,8 +13,8 @@ import streamlit as st
 import torch
 
 import golddiff
-from golddiff import data as gdata
-from golddiff.denoisers import METHODS, default_params, get_corpus, make_denoiser
+from golddiff import METHODS, DenoiserParams, device_label, get_corpus, make_denoiser, pick_device
+from golddiff.data import REGISTRY, dataset_status, image_datasets
 
 DEFAULT_DATASET = "mnist-5k"
 
@@ -32,63 +34,82 @@ def get_corpus_cached(name: str, device: str):
 
 @st.cache_resource(show_spinner=False)
 def get_map_cached(name: str):
-    """The cached 2-D UMAP map of a dataset, or None while it has not been built (clear() after building).
+    """The cached 2-D UMAP map of a dataset, or None while it has not been built (clear() after
+    building).
     Raises ImportError / AttributeError when golddiff.embed is missing or older than expected."""
-    from golddiff import embed
+    from golddiff.explore import embed
+
     return embed.load_map(get_dataset(name))
 
 
 @st.cache_data(show_spinner=False)
 def train_scale_cached(name: str) -> float:
-    """Typical distance between a training image and its nearest other training image (see lessons)."""
-    from golddiff import lessons
+    """Typical distance between a training image and its nearest other training image (see
+    lessons)."""
+    from golddiff.explore import lessons
+
     return lessons.train_nn_distance(get_dataset(name))
 
 
 def device_name() -> str:
-    return str(gdata.pick_device(None))
+    return str(pick_device(None))
 
 
 def build_denoiser(cfg: "Config"):
     """A denoiser for the sidebar's choices; its corpus comes from the shared cache."""
     get_corpus_cached(cfg.dataset, cfg.device)
-    return make_denoiser(cfg.method, get_dataset(cfg.dataset), device=cfg.device, **cfg.params)
+    return make_denoiser(
+        cfg.method,
+        get_dataset(cfg.dataset),
+        device=cfg.device,
+        params=DenoiserParams.from_mapping(cfg.params),
+    )
 
 
 @dataclass(frozen=True)
 class Config:
-    dataset: str                   # registry name
-    method: str                    # one of METHODS
-    steps: int                     # DDIM steps
-    n: int                         # samples in the batch
-    seed: int                      # start-noise seed
-    device: str                    # "cpu" or "cuda"
-    params: dict = field(default_factory=dict, hash=False)   # k_min, k_max, low_res, mask_threshold, ...
+    dataset: str  # registry name
+    method: str  # one of METHODS
+    steps: int  # DDIM steps
+    n: int  # samples in the batch
+    seed: int  # start-noise seed
+    device: str  # "cpu" or "cuda"
+    params: dict = field(
+        default_factory=dict, hash=False
+    )  # k_min, k_max, low_res, mask_threshold, ...
 
     def key(self) -> tuple:
         """Hashable identity of a run (used to tell whether a stored result is stale)."""
-        return (self.dataset, self.method, self.steps, self.n, self.seed, self.device,
-                tuple(sorted(self.params.items())))
-
-
-def image_datasets() -> list[str]:
-    return [n for n, i in gdata.REGISTRY.items() if i.resolution != "2-D"]
+        return (
+            self.dataset,
+            self.method,
+            self.steps,
+            self.n,
+            self.seed,
+            self.device,
+            tuple(sorted(self.params.items())),
+        )
 
 
 def download_dataset(name: str) -> bool:
-    """Ask before downloading a dataset, then download it with a byte progress bar. True once it is on disk."""
+    """Ask before downloading a dataset, then download it with a byte progress bar. True once it is
+    on disk."""
     sb = st.sidebar
-    sb.info(f"{name} is not on this machine yet: {gdata.REGISTRY[name].source}.")
+    sb.info(f"{name} is not on this machine yet: {REGISTRY[name].source}.")
     if not sb.button(f"Download {name}", key=f"download_{name}"):
         return False
     bar = sb.progress(0.0, text=f"Downloading {name}...")
 
     def progress(done: int, total: int | None) -> None:
         frac = min(1.0, done / total) if total else 0.0
-        bar.progress(frac, text=f"Downloading {name}: {done / 2**20:.1f}"
-                                + (f" / {total / 2**20:.1f} MB" if total else " MB"))
+        bar.progress(
+            frac,
+            text=f"Downloading {name}: {done / 2**20:.1f}"
+            + (f" / {total / 2**20:.1f} MB" if total else " MB"),
+        )
+
     try:
-        golddiff.load_dataset(name, progress=progress)               # decoded and cached on disk
+        golddiff.load_dataset(name, progress=progress)  # decoded and cached on disk
     except ValueError as e:
         sb.error(str(e))
         return False
@@ -100,12 +121,17 @@ def sidebar() -> Config | None:
     """Draw the shared sidebar; store and return the Config (None when the dataset cannot load)."""
     sb = st.sidebar
     sb.header("Run settings")
-    st.session_state["cfg"] = None            # until this run's choices load: pages never use stale settings
+    st.session_state["cfg"] = None  # until this run's choices load: pages never use stale settings
     names = image_datasets()
-    status = {n: gdata.dataset_status(n)[0] for n in names}          # file checks only, no decoding
+    status = {n: dataset_status(n)[0] for n in names}  # file checks only, no decoding
     tag = {"found": "", "downloadable": " (download)", "not found": " (not found)"}
-    dataset = sb.selectbox("Dataset", names, index=names.index(DEFAULT_DATASET),
-                           format_func=lambda n: n + tag[status[n]], key="dataset")
+    dataset = sb.selectbox(
+        "Dataset",
+        names,
+        index=names.index(DEFAULT_DATASET),
+        format_func=lambda n: n + tag[status[n]],
+        key="dataset",
+    )
     if status[dataset] == "downloadable" and not download_dataset(dataset):
         return None
     try:
@@ -113,34 +139,83 @@ def sidebar() -> Config | None:
     except ValueError as e:
         sb.error(str(e))
         return None
-    method = sb.selectbox("Method", list(METHODS), index=list(METHODS).index("golddiff"), key="method")
+    method = sb.selectbox(
+        "Method", list(METHODS), index=list(METHODS).index("golddiff"), key="method"
+    )
     steps = sb.number_input("Steps", 1, 1000, 10, key="steps")
     n = sb.number_input("Samples", 1, 64, 4, key="n")
     seed = sb.number_input("Seed", 0, 2**31 - 1, 0, key="seed")
-    d = default_params(ds.N, ds.shape)
-    with sb.expander("GoldDiff parameters", expanded=False):
-        k_min = st.number_input("k_min (smallest golden subset)", 1, ds.N, d["k_min"], key=f"k_min_{dataset}")
-        k_max = st.number_input("k_max (largest golden subset)", 1, ds.N, d["k_max"], key=f"k_max_{dataset}")
-        low_res = st.number_input("proxy resolution", 1, ds.shape[1], d["low_res"], key=f"low_res_{dataset}")
-        thr = st.number_input("mask threshold", 0.0, 1.0, d["mask_threshold"], step=0.005, format="%.3f",
-                              key="mask_threshold")
-        tau = st.number_input("temperature", 0.05, 10.0, d["temperature"], step=0.05, key="temperature")
-        pool = st.radio("pool mode", ["random", "nearest", "auto"], horizontal=True, key="pool",
-                        help="random: the published Monte-Carlo pool; nearest: screen all N (ablation); "
-                             "auto: random while the posterior is flat, nearest once its perplexity < k_t")
-        snr_switch = st.number_input("hybrid: Wiener below SNR", 0.0, 100.0, d["snr_switch"], step=0.01,
-                                     format="%.3f", key="snr_switch")
+    with sb.expander("Method parameters", expanded=False):
+        params = param_widgets(ds)
     device = device_name()
-    sb.caption(f"Device: {gdata.device_label(torch.device(device))}")
-    cfg = Config(dataset, method, int(steps), int(n), int(seed), device,
-                 dict(k_min=int(k_min), k_max=int(k_max), low_res=int(low_res), mask_threshold=float(thr),
-                      temperature=float(tau), pool=pool, snr_switch=float(snr_switch)))
+    sb.caption(f"Device: {device_label(torch.device(device))}")
+    cfg = Config(dataset, method, int(steps), int(n), int(seed), device, params)
     st.session_state["cfg"] = cfg
     return cfg
 
 
+def param_widgets(ds: golddiff.Dataset) -> dict:
+    """One widget per DenoiserParams field, built from its spec (label, range or choices, tooltip);
+    defaults
+    are the dataset's. Keys carry the dataset name where the default depends on it. Returns {name:
+    value}.
+    """
+    defaults = DenoiserParams().resolve(ds.N, ds.shape)
+    values = {}
+    for spec in DenoiserParams.specs():
+        default = getattr(defaults, spec.name)
+        label = (
+            f"{spec.name} ({', '.join(spec.methods)})"
+            if len(spec.methods) < len(METHODS)
+            else spec.name
+        )
+        key = f"{spec.name}_{ds.name}" if spec.default is None else spec.name
+        if spec.choices is not None:
+            values[spec.name] = st.radio(
+                label,
+                list(spec.choices),
+                index=list(spec.choices).index(default),
+                horizontal=True,
+                key=key,
+                help=spec.help,
+            )
+        elif spec.kind is int:
+            high = (
+                ds.N
+                if spec.name in ("k_min", "k_max", "nlist")
+                else ds.shape[1] if spec.name == "low_res" else None
+            )
+            v = st.number_input(
+                label,
+                min_value=int(spec.low or 0),
+                max_value=high,
+                value=default,
+                step=1,
+                key=key,
+                help=spec.help + (" (empty = automatic)" if spec.optional else ""),
+                placeholder="automatic",
+            )
+            values[spec.name] = None if v is None else int(v)
+        else:
+            low = None if spec.low is None else float(spec.low) + (0.01 if spec.low_open else 0.0)
+            high = None if spec.high is None else float(spec.high)
+            v = st.number_input(
+                label,
+                min_value=low,
+                max_value=high,
+                value=float(default),
+                step=0.005,
+                format="%.3f",
+                key=key,
+                help=spec.help,
+            )
+            values[spec.name] = float(v)
+    return values
+
+
 def require_config(title: str, what: str = "") -> Config:
-    """Title the page and return the sidebar's Config; without one (the dataset did not load) say so and stop."""
+    """Title the page and return the sidebar's Config; without one (the dataset did not load) say so
+    and stop."""
     st.title(title)
     cfg = st.session_state.get("cfg")
     if cfg is None:

@@ -19,6 +19,7 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
 def fresh_st_caches():
     """Streamlit caches cleared before and after an AppTest (they outlive a script run)."""
     import streamlit as st
+
     st.cache_data.clear()
     st.cache_resource.clear()
     yield

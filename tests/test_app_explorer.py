@@ -1,5 +1,6 @@
 """AppTest of the Explorer page: Run, scrub the timestep slider, switch samples; stale results are flagged,
 sessions are isolated, user errors are one sentence (digits: fast; mnist-5k once)."""
+
 import time
 
 import pytest
@@ -24,8 +25,10 @@ pytestmark = pytest.mark.usefixtures("fresh_st_caches")
 
 
 def explorer(dataset: str = "digits", **sidebar) -> AppTest:
-    at = AppTest.from_string(HARNESS.format(root=str(ROOT), page=str(ROOT / "pages" / "explorer.py")),
-                             default_timeout=300)
+    at = AppTest.from_string(
+        HARNESS.format(root=str(ROOT), page=str(ROOT / "pages" / "explorer.py")),
+        default_timeout=300,
+    )
     at.run()
     if dataset != at.selectbox(key="dataset").value:
         at.selectbox(key="dataset").set_value(dataset).run()
@@ -62,7 +65,7 @@ def test_app_opens_on_the_explorer():
     assert at.title[0].value.startswith("Explorer")
     assert any(c.value.startswith("Device: ") for c in at.sidebar.caption)
     assert at.button(key="ex_run").label == "Run"
-    assert at.info and "Press **Run**" in at.info[0].value          # nothing computed before Run
+    assert at.info and "Press **Run**" in at.info[0].value  # nothing computed before Run
 
 
 def scrub_first_and_last(at: AppTest) -> None:
@@ -74,19 +77,21 @@ def scrub_first_and_last(at: AppTest) -> None:
     assert metric(at, "k_t (golden subset)") == f"{first.k_t:,}"
     assert metric(at, "captured mass W_S") == f"{first.captured_mass[0]:.3f}"
     assert subset_header(at) == f"Golden subset $S_t$: top 16 of its {first.k_t:,} images"
-    assert len(at.get("plotly_chart")) == 4                         # images, subset, entropy, support
+    assert len(at.get("plotly_chart")) == 4  # images, subset, entropy, support
     assert not any("Memorization" in m.value for m in at.markdown)
 
     at.select_slider(key="ex_step").set_value(S - 1).run()
     ok(at)
-    assert at.session_state["explorer"]["traj"] is traj              # a view change never recomputes
+    assert at.session_state["explorer"]["traj"] is traj  # a view change never recomputes
     assert metric(at, "t (timestep)") == str(last.t) == "0"
     assert metric(at, "k_t (golden subset)") == f"{last.k_t:,}"
     assert metric(at, "captured mass W_S") == f"{last.captured_mass[0]:.3f}"
-    assert last.k_t < first.k_t                                       # the golden subset shrank
-    assert last.captured_mass[0] > first.captured_mass[0]            # ... and holds more of the posterior
+    assert last.k_t < first.k_t  # the golden subset shrank
+    assert last.captured_mass[0] > first.captured_mass[0]  # ... and holds more of the posterior
     assert subset_header(at) == f"Golden subset $S_t$: top 16 of its {last.k_t:,} images"
-    assert any("Memorization check" in m.value for m in at.markdown)  # final sample vs nearest training image
+    assert any(
+        "Memorization check" in m.value for m in at.markdown
+    )  # final sample vs nearest training image
     assert len(at.get("plotly_chart")) == 5
 
     at.selectbox(key="ex_sample").set_value(1).run()
@@ -103,7 +108,7 @@ def test_run_and_scrub_digits():
     assert traj.meta["dataset"] == "digits" and traj.meta["method"] == "golddiff"
     assert len(traj.records) == 10 and traj.samples.shape[0] == 4
     assert at.status[0].label.startswith("Done: 10 steps in")
-    assert not at.warning                                              # the result matches the sidebar
+    assert not at.warning  # the result matches the sidebar
     scrub_first_and_last(at)
 
 
@@ -160,10 +165,14 @@ def test_play_steps_through_to_the_end():
 
 def test_user_error_is_one_sentence():
     at = explorer("digits", steps=3)
-    at.number_input(key="k_min_digits").set_value(500).run()          # k_min > k_max (180)
+    at.number_input(key="k_min_digits").set_value(500).run()  # k_min > k_max (180)
     at.button(key="ex_run").click().run()
     assert not at.exception
-    assert len(at.error) == 1 and "\n" not in at.error[0].value and "Traceback" not in at.error[0].value
+    assert (
+        len(at.error) == 1
+        and "\n" not in at.error[0].value
+        and "Traceback" not in at.error[0].value
+    )
     assert "explorer" not in at.session_state
 
 
@@ -172,14 +181,19 @@ def test_map_view_with_a_map_and_the_build_button(monkeypatch):
     UMAP fit takes about a minute)."""
     import numpy as np
 
-    from golddiff import embed
+    from golddiff.explore import embed
 
     store = {}
 
     def fake_map(data):
         rng = np.random.default_rng(0)
-        return embed.EmbeddingMap(rng.normal(size=(data.N, 2)).astype(np.float32), np.arange(data.N),
-                                  data.flat().float(), {"method": "umap", "dataset": data.name}, data)
+        return embed.EmbeddingMap(
+            rng.normal(size=(data.N, 2)).astype(np.float32),
+            np.arange(data.N),
+            data.flat().float(),
+            {"method": "umap", "dataset": data.name},
+            data,
+        )
 
     def fake_build(data, progress=None, **kw):
         progress(0.5, "fitting")
@@ -194,10 +208,10 @@ def test_map_view_with_a_map_and_the_build_button(monkeypatch):
     at.button(key="ex_build_map").click().run()
     ok(at)
     assert "digits" in store
-    assert len(at.get("plotly_chart")) == 5                          # images, subset, entropy, support, map
+    assert len(at.get("plotly_chart")) == 5  # images, subset, entropy, support, map
     at.select_slider(key="ex_step").set_value(2).run()
     ok(at)
-    assert len(at.get("plotly_chart")) == 6                          # + the memorization pair at the last step
+    assert len(at.get("plotly_chart")) == 6  # + the memorization pair at the last step
 
 
 @pytest.mark.parametrize("method", ["pca", "wiener", "hybrid"])
@@ -210,31 +224,39 @@ def test_every_method_renders_first_and_last_step(method):
         rec = traj.records[step]
         has_subset = rec.ranked_idx is not None
         assert metric(at, "k_t (golden subset)") == (f"{rec.k_t:,}" if rec.k_t is not None else "—")
-        assert any(h.value.startswith("Golden subset" if has_subset else "Global posterior") for h in at.subheader)
+        assert any(
+            h.value.startswith("Golden subset" if has_subset else "Global posterior")
+            for h in at.subheader
+        )
 
 
 def test_downloadable_dataset_waits_for_the_button_then_downloads_with_progress(monkeypatch):
     """Picking a dataset that is not on disk must not start a download by itself; the button does."""
     import golddiff
     from golddiff import data as gdata
+
     real_status, calls = gdata.dataset_status, []
-    monkeypatch.setattr(gdata, "dataset_status",
-                        lambda n: ("downloadable", None) if n == "mnist" else real_status(n))
+    monkeypatch.setattr(
+        gdata,
+        "dataset_status",
+        lambda n: ("downloadable", None) if n == "mnist" else real_status(n),
+    )
     digits = golddiff.load_dataset("digits")
 
-    def fake_load(name, progress=None):                       # stands in for the network download
+    def fake_load(name, progress=None):  # stands in for the network download
         calls.append(name)
         if progress is not None:
             progress(512 * 1024, 1024 * 1024)
             progress(1024 * 1024, 1024 * 1024)
         return digits if name == "mnist" else golddiff.data.load_dataset(name)
+
     monkeypatch.setattr(golddiff, "load_dataset", fake_load)
     at = explorer("digits")
     at.selectbox(key="dataset").set_value("mnist").run()
     ok(at)
-    assert "mnist" not in calls                               # nothing downloaded by merely picking it
+    assert "mnist" not in calls  # nothing downloaded by merely picking it
     assert any("not on this machine" in i.value for i in at.sidebar.info)
-    assert at.session_state["cfg"] is None                    # pages wait instead of using the old settings
+    assert at.session_state["cfg"] is None  # pages wait instead of using the old settings
     assert any("Pick a dataset" in i.value for i in at.info)
     at.button(key="download_mnist").click().run()
     ok(at)

@@ -4,6 +4,7 @@ Press Run, wait for the plots, move the timestep slider with the keyboard, time 
 follow (key press -> metrics and x_t image updated), save a screenshot under the test's tmp dir.
 Skipped when /usr/bin/chromium or playwright is missing (never runs `playwright install`).
 """
+
 import json
 import os
 import socket
@@ -17,8 +18,14 @@ import pytest
 from conftest import ROOT
 
 CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--no-first-run"]
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium not installed")
 sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
 
@@ -34,10 +41,28 @@ def server(tmp_path):
     port = free_port()
     log = open(tmp_path / "streamlit.log", "w")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.address",
-         "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false",
-         "--server.fileWatcherType", "none"],
-        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ))
+        [
+            sys.executable,
+            "-m",
+            "streamlit",
+            "run",
+            "app.py",
+            "--server.port",
+            str(port),
+            "--server.address",
+            "127.0.0.1",
+            "--server.headless",
+            "true",
+            "--browser.gatherUsageStats",
+            "false",
+            "--server.fileWatcherType",
+            "none",
+        ],
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=dict(os.environ),
+    )
     url = f"http://127.0.0.1:{port}/"
     deadline = time.time() + 60
     while time.time() < deadline:
@@ -65,11 +90,15 @@ METRIC_JS = """([label]) => {
   return null;
 }"""
 # the views have followed the slider: the metric shows t and the x_t panel's title names the same t
-SHOWN_JS = """([t]) => {
-  const v = (""" + METRIC_JS + """)(["t (timestep)"]);
+SHOWN_JS = (
+    """([t]) => {
+  const v = ("""
+    + METRIC_JS
+    + """)(["t (timestep)"]);
   const titles = [...document.querySelectorAll('.js-plotly-plot .annotation-text')].map(e => e.textContent);
   return v === String(t) && titles.some(s => s.includes('(t = ' + t + ')'));
 }"""
+)
 
 
 def test_run_scrub_and_screenshot(server, tmp_path):
@@ -83,14 +112,16 @@ def test_run_scrub_and_screenshot(server, tmp_path):
         t0 = time.perf_counter()
         page.get_by_role("button", name="Run", exact=True).click()
         page.get_by_text("Done: 10 steps in").wait_for(timeout=120_000)
-        page.wait_for_function("document.querySelectorAll('.js-plotly-plot').length >= 4", timeout=60_000)
+        page.wait_for_function(
+            "document.querySelectorAll('.js-plotly-plot').length >= 4", timeout=60_000
+        )
         run_s = time.perf_counter() - t0
         assert page.evaluate(METRIC_JS, ["t (timestep)"]) == "900"
         k_first = page.evaluate(METRIC_JS, ["k_t (golden subset)"])
 
         slider = page.locator('[data-testid="stSlider"] input[type="range"]').first
         moves = []
-        for t in (800, 700, 600):                       # one step right at a time
+        for t in (800, 700, 600):  # one step right at a time
             slider.focus()
             s = time.perf_counter()
             page.keyboard.press("ArrowRight")
@@ -98,7 +129,7 @@ def test_run_scrub_and_screenshot(server, tmp_path):
             moves.append(time.perf_counter() - s)
         slider.focus()
         s = time.perf_counter()
-        page.keyboard.press("End")                      # jump to the last step
+        page.keyboard.press("End")  # jump to the last step
         page.wait_for_function(SHOWN_JS, arg=[0], timeout=30_000, polling="raf")
         moves.append(time.perf_counter() - s)
 
@@ -119,14 +150,18 @@ def test_run_scrub_and_screenshot(server, tmp_path):
         slider.focus()
         page.keyboard.press("End")
         page.wait_for_function(SHOWN_JS, arg=[0], timeout=30_000, polling="raf")
-        assert page.get_by_text("Run settings").is_visible()          # app.py's sidebar survives reruns
+        assert page.get_by_text("Run settings").is_visible()  # app.py's sidebar survives reruns
         assert page.locator('[data-testid="stException"]').count() == 0
         page.wait_for_timeout(500)
         shot = tmp_path / "explorer.png"
         page.screenshot(path=str(shot))
         browser.close()
-    timings = {"run_s": run_s, "slider_moves_s": moves, "slider_median_s": sorted(moves)[len(moves) // 2]}
+    timings = {
+        "run_s": run_s,
+        "slider_moves_s": moves,
+        "slider_median_s": sorted(moves)[len(moves) // 2],
+    }
     (tmp_path / "timings.json").write_text(json.dumps(timings, indent=1))
     print("screenshot:", shot, "timings:", timings)
     assert shot.stat().st_size > 10_000
-    assert max(moves) < 5, timings                   # generous bound on a busy 2-core CI box
+    assert max(moves) < 5, timings  # generous bound on a busy 2-core CI box

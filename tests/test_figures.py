@@ -1,4 +1,5 @@
 """Unit tests of golddiff.figures: trace counts, log axes, the chosen-step marker sits at that step's SNR."""
+
 import math
 
 import numpy as np
@@ -6,8 +7,8 @@ import pytest
 import torch
 
 import golddiff
-from golddiff import figures
-from golddiff.denoisers import default_params, make_denoiser
+from golddiff.explore import figures
+from golddiff import DenoiserParams, make_denoiser
 
 
 @pytest.fixture(scope="module")
@@ -18,7 +19,7 @@ def digits():
 @pytest.fixture(scope="module")
 def runs(digits):
     """One short run per kind of method: with a golden subset (golddiff) and without (optimal, wiener)."""
-    p = default_params(digits.N, digits.shape)
+    p = DenoiserParams.dataset_defaults(digits.N, digits.shape)
     out = {}
     for m in ("golddiff", "optimal", "wiener"):
         den = make_denoiser(m, digits, device="cpu", **p)
@@ -48,7 +49,7 @@ def test_entropy_vs_snr(runs, step):
 
 
 def test_entropy_without_pixel_maps_has_no_pixel_lines(runs):
-    traj = runs["wiener"]                                       # Gaussian: no per-pixel posterior
+    traj = runs["wiener"]  # Gaussian: no per-pixel posterior
     fig = figures.entropy_vs_snr(traj, 2, 0)
     assert len(fig.data) == traj.samples.shape[0] + 2
     assert len(marker(fig).y) == 1
@@ -72,7 +73,7 @@ def test_support_vs_snr(runs, step):
 
 def test_support_without_subset_has_no_budgets(runs):
     fig = figures.support_vs_snr(runs["optimal"], 1, 0)
-    assert len(fig.data) == 5                                   # 3 support curves, N, marker
+    assert len(fig.data) == 5  # 3 support curves, N, marker
     assert not any("k_t" in t.name or "m_t" in t.name for t in fig.data)
 
 
@@ -86,7 +87,7 @@ def test_step_images(runs):
     assert H.showscale is not False and H.zmin == 0
     # one colour scale for every step of the sample
     assert H.zmax == pytest.approx(max(float(r.pixel_entropy[0].max()) for r in traj.records))
-    assert len(figures.step_images(runs["wiener"], 2, 0).data) == 2   # no per-pixel posterior
+    assert len(figures.step_images(runs["wiener"], 2, 0).data) == 2  # no per-pixel posterior
 
 
 def test_subset_view_and_gallery(runs, digits):
@@ -94,8 +95,8 @@ def test_subset_view_and_gallery(runs, digits):
     idx, w, kind = figures.subset_view(traj, 4, 1)
     assert kind == "subset" and len(idx) == figures.GALLERY_SIZE
     assert list(idx) == list(traj.records[4].ranked_idx[1][:16])
-    assert np.all(np.diff(w) <= 1e-7)                           # ranked by weight
-    assert set(idx) <= set(traj.records[4].subset_idx[1])       # all from S_t
+    assert np.all(np.diff(w) <= 1e-7)  # ranked by weight
+    assert set(idx) <= set(traj.records[4].subset_idx[1])  # all from S_t
     idx2, w2, kind2 = figures.subset_view(runs["optimal"], 4, 1)
     assert kind2 == "global" and list(idx2) == list(runs["optimal"].records[4].top_idx[1][:16])
 
@@ -104,7 +105,7 @@ def test_subset_view_and_gallery(runs, digits):
     z = np.asarray(img.z)
     H, W = digits.shape[1:]
     tile = (np.clip((digits.images[int(idx[0]), 0].numpy() + 1) / 2, 0, 1) * 255).round()
-    assert np.array_equal(z[:H, :W], tile)                      # rank 1 in the top-left corner
+    assert np.array_equal(z[:H, :W], tile)  # rank 1 in the top-left corner
     assert len(fig.layout.annotations) == 16 and fig.layout.annotations[0].text.startswith("#1 ")
     assert list(hover.text) == [f"training image #{i}" for i in idx]
 
@@ -114,11 +115,12 @@ def test_gallery_rgb_and_height():
     fig = figures.gallery(imgs, [str(i) for i in range(5)], ncol=3)
     assert fig.data[0].type == "image" and np.asarray(fig.data[0].z).shape[2] == 3
     assert len(fig.data) == 1 and len(fig.layout.annotations) == 5
-    assert fig.layout.height > 0
+    one_row = figures.gallery(imgs[:3], [str(i) for i in range(3)], ncol=3)
+    assert fig.layout.height > one_row.layout.height  # a second row of images adds height
 
 
 class FakeMap:
-    """Stands in for golddiff.embed.EmbeddingMap: every image at (index, 0); transform at (mean pixel, 1)."""
+    """Stands in for golddiff.explore.embed.EmbeddingMap: every image at (index, 0); transform at (mean pixel, 1)."""
 
     def __init__(self, N):
         self.coords = np.stack([np.arange(N), np.zeros(N)], 1).astype(np.float32)
@@ -136,7 +138,7 @@ def test_umap_figure(runs, digits):
     traj = runs["golddiff"]
     fig = figures.umap_figure(FakeMap(digits.N), traj, 3, 0)
     names = [t.name for t in fig.data]
-    assert len(fig.data) == 5, names                            # training set, S_t, top by weight, path, now
+    assert len(fig.data) == 5, names  # training set, S_t, top by weight, path, now
     assert len(fig.data[0].x) == digits.N
     assert sorted(fig.data[1].x) == sorted(traj.records[3].subset_idx[0].astype(float))
     assert len(fig.data[3].x) == len(traj.records)

@@ -1,4 +1,5 @@
 """AppTest of the teaching pages: each runs, its controls change what it shows, no exception (digits / toys)."""
+
 import json
 
 import pytest
@@ -24,7 +25,9 @@ def open_page(page: str, steps: int | None = None) -> AppTest:
 
     A small harness instead of app.py: AppTest reruns of an st.navigation app did not redraw app.py's sidebar
     here (Streamlit 1.67), so sidebar changes would not reach the page."""
-    at = AppTest.from_string(HARNESS.format(root=str(ROOT), page=str(ROOT / page)), default_timeout=300)
+    at = AppTest.from_string(
+        HARNESS.format(root=str(ROOT), page=str(ROOT / page)), default_timeout=300
+    )
     at.run()
     at.selectbox(key="dataset").set_value("digits").run()
     if steps is not None:
@@ -78,7 +81,9 @@ def test_toy_page_controls_move_the_picture():
 def test_toy_page_click_on_the_grid_moves_the_start():
     at = open_page("pages/toy2d.py")
     # what st.plotly_chart(on_select="rerun") stores after a click on the start grid (trace 0)
-    at.session_state["toy_plot"] = {"selection": {"points": [{"curve_number": 0, "x": 0.5, "y": -0.25}]}}
+    at.session_state["toy_plot"] = {
+        "selection": {"points": [{"curve_number": 0, "x": 0.5, "y": -0.25}]}
+    }
     at.run()
     no_failure(at)
     assert at.number_input(key="toy_x").value == pytest.approx(0.5)
@@ -87,29 +92,33 @@ def test_toy_page_click_on_the_grid_moves_the_start():
     at.number_input(key="toy_x").set_value(1.25).run()
     assert at.number_input(key="toy_x").value == pytest.approx(1.25)
     # a click on a training point (another trace) is not a start point
-    at.session_state["toy_plot"] = {"selection": {"points": [{"curve_number": 1, "x": 0.1, "y": 0.1}]}}
+    at.session_state["toy_plot"] = {
+        "selection": {"points": [{"curve_number": 1, "x": 0.1, "y": 0.1}]}
+    }
     at.run()
     assert at.number_input(key="toy_x").value == pytest.approx(1.25)
 
 
 def test_toy_page_bad_subset_sizes_are_one_sentence():
     at = open_page("pages/toy2d.py")
-    at.number_input(key="toy_kmin_moons").set_value(400).run()      # k_min > k_max (100)
+    at.number_input(key="toy_kmin_moons").set_value(400).run()  # k_min > k_max (100)
     assert not at.exception
-    assert len(at.error) == 1 and "k_min" in at.error[0].value and "Traceback" not in at.error[0].value
+    assert (
+        len(at.error) == 1 and "k_min" in at.error[0].value and "Traceback" not in at.error[0].value
+    )
 
 
 def test_compare_page_runs_and_reports_every_method():
     at = open_page("pages/compare.py", steps=4)
     no_failure(at)
-    assert at.info                                                   # nothing run yet: a hint, no results
+    assert at.info  # nothing run yet: a hint, no results
     at.button(key="cmp_run").click().run()
     no_failure(at)
     table = at.dataframe[0].value
     assert list(table["method"]) == ["pca", "optimal", "wiener", "golddiff", "hybrid"]
     assert table.loc[table["method"] == "pca", "final r²"].iloc[0] == pytest.approx(1.0)
     names = {tr.get("name") for c in charts(at) for tr in c["data"]}
-    assert {"random", "nearest"} <= names                            # the pool ablation was drawn
+    assert {"random", "nearest"} <= names  # the pool ablation was drawn
     # optimal memorizes: its samples are training images
     assert table.loc[table["method"] == "optimal", "nearest-image distance"].iloc[0] < 1e-3
     # changing the selection marks the results stale until the next run
@@ -137,10 +146,10 @@ def test_gaussian_page_teleport_and_stale_marker():
     no_failure(at)
     labels = [m.label for m in at.metric]
     assert "teleport to 400 + GoldDiff" in labels
-    assert at.metric[2].value == "2"                                 # 800 and 600 replaced by the closed form
+    assert at.metric[2].value == "2"  # 800 and 600 replaced by the closed form
     at.select_slider(key="gauss_tskip").set_value(200).run()
     no_failure(at)
-    assert at.warning                                                # results belong to t_skip = 400
+    assert at.warning  # results belong to t_skip = 400
 
 
 def test_how_it_works_follows_t_and_the_pixel():
@@ -150,8 +159,10 @@ def test_how_it_works_follows_t_and_the_pixel():
     h_mid = at.metric[0].value
     at.select_slider(key="hiw_t").set_value(0).run()
     no_failure(at)
-    assert at.metric[0].value != h_mid                               # clean: the posterior has collapsed
-    mask = lambda: next(c for c in charts(at) if "neighbourhood" in c["layout"]["title"]["text"])  # noqa: E731
+    assert at.metric[0].value != h_mid  # clean: the posterior has collapsed
+    mask = lambda: next(
+        c for c in charts(at) if "neighbourhood" in c["layout"]["title"]["text"]
+    )  # noqa: E731
     before = mask()
     at.select_slider(key="hiw_t").set_value(900).run()
     at.number_input(key="hiw_row_digits").set_value(1).run()

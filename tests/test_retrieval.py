@@ -1,4 +1,5 @@
 """Proxy space and candidate search: backends against each other and against brute-force numpy."""
+
 import math
 
 import numpy as np
@@ -7,15 +8,22 @@ import torch
 
 from golddiff import NoiseSchedule, make_denoiser
 from golddiff.data import Dataset
-from golddiff.diagnostics import make_record
-from golddiff.retrieval import BACKENDS, ProxyIndex, auto_nprobe, check_backend, fine_select, to_proxy
+from golddiff.run.records import make_record
+from golddiff.denoise.retrieval import (
+    BACKENDS,
+    ProxyIndex,
+    auto_nprobe,
+    check_backend,
+    fine_select,
+    to_proxy,
+)
 
 faiss = pytest.importorskip("faiss")
 
 
 def _random_images(N, C=1, H=8, seed=0):
     g = torch.Generator().manual_seed(seed)
-    return torch.rand(N, C * H * H, generator=g) * 2 - 1                     # continuous: no distance ties
+    return torch.rand(N, C * H * H, generator=g) * 2 - 1  # continuous: no distance ties
 
 
 def _clustered(N, d, n_clusters=20, seed=0):
@@ -29,7 +37,7 @@ def _clustered(N, d, n_clusters=20, seed=0):
 def _np_topk(q, P, scale, k, allowed=None):
     """Brute force: sort ||q - scale p_i||^2 in float64 numpy; returns sets of the k smallest per row."""
     q, P = q.double().numpy(), P.double().numpy()
-    d = ((q[:, None, :] - scale * P[None]) ** 2).sum(-1)                     # (B, N)
+    d = ((q[:, None, :] - scale * P[None]) ** 2).sum(-1)  # (B, N)
     if allowed is not None:
         d = np.where(allowed, d, np.inf)
     return [set(np.argsort(row, kind="stable")[:k].tolist()) for row in d]
@@ -83,16 +91,18 @@ def test_pool_restricted_search_equals_brute_force():
 def test_ivf_recall_at_default_nprobe_is_high_on_structured_data():
     N, d, k = 4000, 16, 400
     P = _clustered(N, d)
-    ix = ProxyIndex(P, (1, 4, 4), 4, "faiss-ivf")          # low_res = H: the proxy is P itself
+    ix = ProxyIndex(P, (1, 4, 4), 4, "faiss-ivf")  # low_res = H: the proxy is P itself
     assert ix.nlist == round(math.sqrt(N)) and ix.approximate
     x0 = P[:32]
     s = math.sqrt(0.5)
-    q = s * x0 + math.sqrt(0.5) * 0.3 * torch.randn(32, d, generator=torch.Generator().manual_seed(0))
+    q = s * x0 + math.sqrt(0.5) * 0.3 * torch.randn(
+        32, d, generator=torch.Generator().manual_seed(0)
+    )
     got = ix.search(q, s, k)
     expect = _np_topk(q, P, s, k)
     recall = np.mean([len(set(r.tolist()) & e) / k for r, e in zip(got, expect)])
     assert recall >= 0.95
-    assert auto_nprobe(ix.nlist, k, N) < ix.nlist            # it really is approximate at the default
+    assert auto_nprobe(ix.nlist, k, N) < ix.nlist  # it really is approximate at the default
 
 
 def test_ivf_index_is_cached_on_disk_and_reloaded():
@@ -111,8 +121,10 @@ def test_fine_select_paths_agree_with_brute_force():
     X = _random_images(300)
     sq = X.square().sum(1)
     xt = _random_images(3, seed=5)
-    for c in (20, 200):                                       # gathered path, then the full-matmul path
-        cand = torch.stack([torch.randperm(300, generator=torch.Generator().manual_seed(i))[:c] for i in range(3)])
+    for c in (20, 200):  # gathered path, then the full-matmul path
+        cand = torch.stack(
+            [torch.randperm(300, generator=torch.Generator().manual_seed(i))[:c] for i in range(3)]
+        )
         got = fine_select(xt, X, sq, cand, 0.6, 10)
         for b in range(3):
             d = ((xt[b].double() - 0.6 * X[cand[b]].double()) ** 2).sum(1)
@@ -122,7 +134,9 @@ def test_fine_select_paths_agree_with_brute_force():
 @pytest.fixture(scope="module")
 def small_data():
     g = torch.Generator().manual_seed(0)
-    return Dataset("rand-retrieval", torch.rand(600, 1, 8, 8, generator=g) * 2 - 1, np.zeros(600, np.int64))
+    return Dataset(
+        "rand-retrieval", torch.rand(600, 1, 8, 8, generator=g) * 2 - 1, np.zeros(600, np.int64)
+    )
 
 
 @pytest.mark.parametrize("pool", ["random", "nearest"])
@@ -130,10 +144,21 @@ def test_golddiff_faiss_backend_equals_torch_backend(small_data, pool):
     sched = NoiseSchedule()
     outs = {}
     for backend in ("torch", "faiss"):
-        den = make_denoiser("golddiff", small_data, sched, device="cpu", k_min=20, k_max=60, low_res=4, pool=pool,
-                            backend=backend)
+        den = make_denoiser(
+            "golddiff",
+            small_data,
+            sched,
+            device="cpu",
+            k_min=20,
+            k_max=60,
+            low_res=4,
+            pool=pool,
+            backend=backend,
+        )
         x = torch.randn(4, 64, generator=torch.Generator().manual_seed(1))
-        outs[backend] = [den.denoise(x, t, generator=torch.Generator().manual_seed(2)) for t in (900, 300, 0)]
+        outs[backend] = [
+            den.denoise(x, t, generator=torch.Generator().manual_seed(2)) for t in (900, 300, 0)
+        ]
     for a, b in zip(outs["torch"], outs["faiss"]):
         assert [set(r.tolist()) for r in a.subset] == [set(r.tolist()) for r in b.subset]
         torch.testing.assert_close(a.x0_hat, b.x0_hat, atol=1e-5, rtol=1e-5)
@@ -142,8 +167,18 @@ def test_golddiff_faiss_backend_equals_torch_backend(small_data, pool):
 
 def test_ivf_search_recall_is_recorded_only_when_the_index_is_used(small_data):
     sched = NoiseSchedule()
-    den = make_denoiser("golddiff", small_data, sched, device="cpu", k_min=20, k_max=60, low_res=4, pool="nearest",
-                        backend="faiss-ivf", nprobe=1)
+    den = make_denoiser(
+        "golddiff",
+        small_data,
+        sched,
+        device="cpu",
+        k_min=20,
+        k_max=60,
+        low_res=4,
+        pool="nearest",
+        backend="faiss-ivf",
+        nprobe=1,
+    )
     x = torch.randn(3, 64, generator=torch.Generator().manual_seed(1))
     out = den.denoise(x, 500)
     assert out.search_recall is not None and out.search_recall.shape == (3,)
@@ -156,9 +191,19 @@ def test_ivf_search_recall_is_recorded_only_when_the_index_is_used(small_data):
     np.testing.assert_allclose(out.search_recall.numpy(), manual, atol=1e-6)
     rec = make_record(0, 500, x, out, den.corpus, sched.abar(500))
     assert rec.search_recall.shape == (3,)
-    random_pool = make_denoiser("golddiff", small_data, sched, device="cpu", k_min=20, k_max=60, low_res=4,
-                                backend="faiss-ivf")
-    assert random_pool.denoise(x, 500, torch.Generator().manual_seed(0)).search_recall is None  # pool: exact path
+    random_pool = make_denoiser(
+        "golddiff",
+        small_data,
+        sched,
+        device="cpu",
+        k_min=20,
+        k_max=60,
+        low_res=4,
+        backend="faiss-ivf",
+    )
+    assert (
+        random_pool.denoise(x, 500, torch.Generator().manual_seed(0)).search_recall is None
+    )  # pool: exact path
 
 
 def test_make_denoiser_rejects_bad_backend_settings(small_data):
@@ -166,5 +211,5 @@ def test_make_denoiser_rejects_bad_backend_settings(small_data):
         make_denoiser("golddiff", small_data, device="cpu", backend="hnsw")
     with pytest.raises(ValueError, match="nlist"):
         make_denoiser("golddiff", small_data, device="cpu", backend="faiss-ivf", nlist=10_000)
-    with pytest.raises(ValueError, match="positive integer"):
+    with pytest.raises(ValueError, match="nprobe=0 must be at least 1"):
         make_denoiser("hybrid", small_data, device="cpu", backend="faiss-ivf", nprobe=0)

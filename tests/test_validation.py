@@ -1,6 +1,7 @@
 """Validation at the library boundary (issue 7, items 1 and 2): every error a user can cause is a ValueError
 with one sentence saying what to change, in the library and through the CLI (exit status 2, no traceback);
 the memory guard refuses structures that would not fit instead of letting the process be killed."""
+
 import math
 import os
 import subprocess
@@ -12,13 +13,13 @@ import torch
 
 from conftest import ROOT
 from golddiff import NoiseSchedule, load_dataset, make_denoiser, sample
-from golddiff import memory
-from golddiff.__main__ import main
+from golddiff.data import memory
+from golddiff.cli import main
 from golddiff.data import Dataset
-from golddiff.denoisers import get_corpus
-from golddiff.stats import DataStats
+from golddiff.denoise.corpus import get_corpus
+from golddiff.core.stats import DataStats
 
-_COUNTER = iter(range(10 ** 6))
+_COUNTER = iter(range(10**6))
 
 
 def one_sentence(msg: str) -> str:
@@ -61,43 +62,69 @@ def _no_memory_limit(monkeypatch):
 
 # ----------------------------------------------------------------------------- names
 
+
 def test_unknown_dataset_lists_the_valid_ones():
-    msg = raises(lambda: load_dataset("imagenet-22k"), "Unknown dataset 'imagenet-22k'", "digits", "mnist-5k")
+    msg = raises(
+        lambda: load_dataset("imagenet-22k"), "Unknown dataset 'imagenet-22k'", "digits", "mnist-5k"
+    )
     assert "choose one of" in msg
 
 
 def test_unknown_method_lists_the_valid_ones(digits):
-    raises(lambda: make_denoiser("diffusion", digits, device="cpu"), "Unknown method 'diffusion'",
-           "optimal, wiener, pca, golddiff, hybrid")
+    raises(
+        lambda: make_denoiser("diffusion", digits, device="cpu"),
+        "Unknown method 'diffusion'",
+        "optimal, wiener, pca, golddiff, hybrid",
+    )
 
 
 def test_unknown_parameter_is_named(digits):
-    raises(lambda: make_denoiser("pca", digits, device="cpu", kmax=10), "kmax", "temperature, mask_threshold")
+    raises(
+        lambda: make_denoiser("pca", digits, device="cpu", kmax=10),
+        "kmax",
+        "temperature, mask_threshold",
+    )
 
 
 def test_unknown_pool_mode(digits):
-    raises(lambda: make_denoiser("golddiff", digits, device="cpu", pool="far"), "Unknown pool mode 'far'",
-           "random, nearest")
+    raises(
+        lambda: make_denoiser("golddiff", digits, device="cpu", pool="far"),
+        "Unknown pool mode 'far'",
+        "random, nearest",
+    )
 
 
 # ----------------------------------------------------------------------------- sizes
 
+
 def test_k_min_larger_than_k_max(digits):
-    raises(lambda: make_denoiser("golddiff", digits, device="cpu", k_min=50, k_max=10),
-           "k_min=50 is larger than k_max=10", "k_min <= k_max")
+    raises(
+        lambda: make_denoiser("golddiff", digits, device="cpu", k_min=50, k_max=10),
+        "k_min=50 is larger than k_max=10",
+        "k_min <= k_max",
+    )
 
 
 @pytest.mark.parametrize("method", ["golddiff", "hybrid"])
 def test_k_larger_than_N_says_N(digits, method):
-    raises(lambda: make_denoiser(method, digits, device="cpu", k_min=10, k_max=5000),
-           "k_max=5000", f"N={digits.N}", f"k_max <= {digits.N}")
+    raises(
+        lambda: make_denoiser(method, digits, device="cpu", k_min=10, k_max=5000),
+        "k_max=5000",
+        f"N={digits.N}",
+        f"k_max <= {digits.N}",
+    )
 
 
 def test_k_below_one_and_not_whole(digits):
     raises(lambda: make_denoiser("golddiff", digits, device="cpu", k_min=0, k_max=10), "at least 1")
-    raises(lambda: make_denoiser("golddiff", digits, device="cpu", k_min=2.5, k_max=10), "k_min=2.5",
-           "whole number")
-    d = make_denoiser("golddiff", digits, device="cpu", k_min=np.int64(5), k_max=10.0)   # whole values pass
+    raises(
+        lambda: make_denoiser("golddiff", digits, device="cpu", k_min=2.5, k_max=10),
+        "k_min=2.5",
+        "whole number",
+    )
+    d = make_denoiser(
+        "golddiff", digits, device="cpu", k_min=np.int64(5), k_max=10.0
+    )  # whole values pass
     assert (d.k_min, d.k_max) == (5, 10)
 
 
@@ -120,25 +147,40 @@ def test_n_samples_out_of_range(digits, n):
 
 def test_start_noise_of_the_wrong_shape(digits):
     den = make_denoiser("optimal", digits, device="cpu")
-    raises(lambda: sample(den, steps=2, x_T=torch.zeros(2, 10)), "x_T has shape (2, 10)", f"(B, {digits.D})")
+    raises(
+        lambda: sample(den, steps=2, x_T=torch.zeros(2, 10)),
+        "x_T has shape (2, 10)",
+        f"(B, {digits.D})",
+    )
 
 
 def test_resolution_the_proxy_pooling_cannot_divide(digits):
-    raises(lambda: make_denoiser("golddiff", digits, device="cpu", low_res=3),
-           "Proxy resolution 3 does not divide the 8x8 images", "divides 8")
+    raises(
+        lambda: make_denoiser("golddiff", digits, device="cpu", low_res=3),
+        "Proxy resolution 3 does not divide the 8x8 images",
+        "divides 8",
+    )
 
 
 # ----------------------------------------------------------------------------- values
 
+
 @pytest.mark.parametrize("tau", [0, -1.0, math.nan, math.inf])
 @pytest.mark.parametrize("method", ["optimal", "pca", "golddiff"])
 def test_temperature_must_be_positive(digits, method, tau):
-    raises(lambda: make_denoiser(method, digits, device="cpu", temperature=tau), "temperature=",
-           "positive finite")
+    raises(
+        lambda: make_denoiser(method, digits, device="cpu", temperature=tau),
+        "temperature=",
+        "positive finite",
+    )
 
 
 def test_mask_threshold_and_snr_switch_ranges(digits):
-    raises(lambda: make_denoiser("pca", digits, device="cpu", mask_threshold=1.5), "mask_threshold=1.5", "[0, 1]")
+    raises(
+        lambda: make_denoiser("pca", digits, device="cpu", mask_threshold=1.5),
+        "mask_threshold=1.5",
+        "[0, 1]",
+    )
     raises(lambda: make_denoiser("hybrid", digits, device="cpu", snr_switch=-1), "snr_switch=-1")
 
 
@@ -160,8 +202,18 @@ def test_non_finite_start_noise_through_sample(digits):
 
 # ----------------------------------------------------------------------------- the memory guard
 
-@pytest.mark.parametrize("spec,want", [("2GB", 2e9), ("512 MB", 512e6), ("1.5GiB", 1.5 * 2 ** 30), ("100", 100),
-                                       ("3k", 3000), (2048, 2048)])
+
+@pytest.mark.parametrize(
+    "spec,want",
+    [
+        ("2GB", 2e9),
+        ("512 MB", 512e6),
+        ("1.5GiB", 1.5 * 2**30),
+        ("100", 100),
+        ("3k", 3000),
+        (2048, 2048),
+    ],
+)
 def test_parse_bytes(spec, want):
     assert memory.parse_bytes(spec) == int(want)
 
@@ -177,45 +229,67 @@ def test_bad_memory_settings(spec, monkeypatch):
 def test_corpus_refused_under_a_tiny_limit(monkeypatch):
     ds = make_ds(2000)
     monkeypatch.setenv(memory.ENV_VAR, "1kB")
-    msg = raises(lambda: make_denoiser("optimal", ds, device="cpu"), f"placing '{ds.name}'", "needs ~",
-                 "max_memory limit of 1.0 kB", "smaller dataset", "raise --max-memory")
+    msg = raises(
+        lambda: make_denoiser("optimal", ds, device="cpu"),
+        f"placing '{ds.name}'",
+        "needs ~",
+        "max_memory limit of 1.0 kB",
+        "smaller dataset",
+        "raise --max-memory",
+    )
     monkeypatch.delenv(memory.ENV_VAR)
-    make_denoiser("optimal", ds, device="cpu")            # nothing half-built: works once the limit is lifted
-    assert "16.0 kB" in msg                               # sqnorm (N float32) + a chunk: 2000 * 8 bytes
+    make_denoiser("optimal", ds, device="cpu")  # nothing half-built: works once the limit is lifted
+    assert "16.0 kB" in msg  # sqnorm (N float32) + a chunk: 2000 * 8 bytes
 
 
 def test_covariance_refused(monkeypatch):
-    ds = make_ds(300, shape=(1, 16, 16))                 # D = 256: four (D, D) float64 = 2.1 MB
+    ds = make_ds(300, shape=(1, 16, 16))  # D = 256: four (D, D) float64 = 2.1 MB
     c = get_corpus(ds, "cpu")
     monkeypatch.setenv(memory.ENV_VAR, "1MB")
-    raises(lambda: DataStats.from_data(c.X), "(256, 256) float64 data covariance", "lower-resolution dataset")
-    raises(lambda: make_denoiser("wiener", ds, device="cpu").denoise(torch.zeros(1, 256), 500),
-           "(256, 256) float64 data covariance")
+    raises(
+        lambda: DataStats.from_data(c.X),
+        "(256, 256) float64 data covariance",
+        "lower-resolution dataset",
+    )
+    raises(
+        lambda: make_denoiser("wiener", ds, device="cpu").denoise(torch.zeros(1, 256), 500),
+        "(256, 256) float64 data covariance",
+    )
     monkeypatch.delenv(memory.ENV_VAR)
     st = DataStats.from_data(c.X)
-    memory.set_max_memory("1MB")                         # the setting overrides / replaces the env var
+    memory.set_max_memory("1MB")  # the setting overrides / replaces the env var
     raises(lambda: st.mask(500, 0.5, 0.02), "(256, 256) PCA-locality mask")
 
 
 def test_proxy_index_refused(monkeypatch):
-    ds = make_ds(2000)                                   # corpus ~16 kB, proxies (2000, 4) + norms ~40 kB
+    ds = make_ds(2000)  # corpus ~16 kB, proxies (2000, 4) + norms ~40 kB
     get_corpus(ds, "cpu")
     monkeypatch.setenv(memory.ENV_VAR, "30kB")
-    raises(lambda: make_denoiser("golddiff", ds, device="cpu", k_min=10, k_max=20),
-           "proxy index", "N=2000, d=4", "--low-res")
+    raises(
+        lambda: make_denoiser("golddiff", ds, device="cpu", k_min=10, k_max=20),
+        "proxy index",
+        "N=2000, d=4",
+        "--low-res",
+    )
 
 
 def test_golden_subset_refused(monkeypatch):
     ds = make_ds(2000)
     den = make_denoiser("golddiff", ds, device="cpu", k_min=2000, k_max=2000, pool="nearest")
     x = torch.randn(8, ds.D)
-    den.denoise(x[:1], 500)                              # statistics and mask are built and cached
-    monkeypatch.setenv(memory.ENV_VAR, "1MB")            # (8, 2000, 16) gathered + work: ~4.1 MB
-    raises(lambda: den.denoise(x, 500), "(8, 2000, 16) golden subset", "lower --n or --k-max",
-           "raise --max-memory")
+    den.denoise(x[:1], 500)  # statistics and mask are built and cached
+    monkeypatch.setenv(memory.ENV_VAR, "1MB")  # (8, 2000, 16) gathered + work: ~4.1 MB
+    raises(
+        lambda: den.denoise(x, 500),
+        "(8, 2000, 16) golden subset",
+        "lower --n or --k-max",
+        "raise --max-memory",
+    )
 
 
-@pytest.mark.parametrize("method,what", [("pca", "full-scan PCA-locality step"), ("optimal", "full-scan optimal step")])
+@pytest.mark.parametrize(
+    "method,what", [("pca", "full-scan PCA-locality step"), ("optimal", "full-scan optimal step")]
+)
 def test_full_scan_refused(monkeypatch, method, what):
     ds = make_ds(2000)
     den = make_denoiser(method, ds, device="cpu")
@@ -229,7 +303,7 @@ def test_diagnostics_global_posterior_refused(monkeypatch):
     ds = make_ds(2000)
     den = make_denoiser("wiener", ds, device="cpu")
     den.denoise(torch.zeros(1, ds.D), 500)
-    monkeypatch.setenv(memory.ENV_VAR, "1MB")            # 8 (64, 2000) float32 = 4.1 MB
+    monkeypatch.setenv(memory.ENV_VAR, "1MB")  # 8 (64, 2000) float32 = 4.1 MB
     raises(lambda: sample(den, steps=2, n=64), "(64, 2000) global posterior", "lower --n")
 
 
@@ -237,9 +311,13 @@ def test_refused_for_lack_of_device_memory(monkeypatch):
     ds = make_ds(2000)
     den = make_denoiser("optimal", ds, device="cpu")
     monkeypatch.setattr(memory, "available_bytes", lambda device=None: 50_000)
-    msg = raises(lambda: den.denoise(torch.zeros(64, ds.D), 500), "needs ~", "more than the 50.0 kB free on cpu",
-                 "lower --n")
-    assert "--max-memory" not in msg                     # raising the setting would not help here
+    msg = raises(
+        lambda: den.denoise(torch.zeros(64, ds.D), 500),
+        "needs ~",
+        "more than the 50.0 kB free on cpu",
+        "lower --n",
+    )
+    assert "--max-memory" not in msg  # raising the setting would not help here
 
 
 def test_available_bytes_on_cpu_is_plausible():
@@ -250,26 +328,30 @@ def test_available_bytes_on_cpu_is_plausible():
 
 # ----------------------------------------------------------------------------- through the CLI
 
-@pytest.mark.parametrize("argv,fragments", [
-    (["--dataset", "nope"], ["Unknown dataset 'nope'", "digits"]),
-    (["--method", "nope"], ["Unknown method 'nope'", "golddiff, hybrid"]),
-    (["--k-min", "50", "--k-max", "10"], ["k_min=50 is larger than k_max=10"]),
-    (["--k-min", "10", "--k-max", "5000"], ["N=1797"]),
-    (["--steps", "0"], ["steps=0", "1..1000"]),
-    (["--steps", "1001"], ["steps=1001"]),
-    (["--n", "0"], ["n=0", "1 and 4096"]),
-    (["--low-res", "3"], ["Proxy resolution 3"]),
-    (["--temperature", "0"], ["temperature=0"]),
-    (["--temperature", "nan"], ["temperature=nan"]),
-    (["--max-memory", "lots"], ["--max-memory='lots' is not a memory size"]),
-    (["--max-memory", "10kB", "--n", "64"], ["needs ~", "10.0 kB", "raise --max-memory"]),
-])
+
+@pytest.mark.parametrize(
+    "argv,fragments",
+    [
+        (["--dataset", "nope"], ["Unknown dataset 'nope'", "digits"]),
+        (["--method", "nope"], ["Unknown method 'nope'", "golddiff, hybrid"]),
+        (["--k-min", "50", "--k-max", "10"], ["k_min=50 is larger than k_max=10"]),
+        (["--k-min", "10", "--k-max", "5000"], ["N=1797"]),
+        (["--steps", "0"], ["steps=0", "1..1000"]),
+        (["--steps", "1001"], ["steps=1001"]),
+        (["--n", "0"], ["n=0", "1 and 4096"]),
+        (["--low-res", "3"], ["Proxy resolution 3"]),
+        (["--temperature", "0"], ["temperature=0"]),
+        (["--temperature", "nan"], ["temperature=nan"]),
+        (["--max-memory", "lots"], ["--max-memory='lots' is not a memory size"]),
+        (["--max-memory", "10kB", "--n", "64"], ["needs ~", "10.0 kB", "raise --max-memory"]),
+    ],
+)
 def test_cli_user_errors_exit_2_with_one_sentence(argv, fragments, capsys):
     full = ["sample", "--dataset", "digits", "--steps", "2", "--n", "2", "--device", "cpu"] + argv
     assert main(full) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("error: ")
-    msg = one_sentence(err[len("error: "):])
+    msg = one_sentence(err[len("error: ") :])
     for f in fragments:
         assert f in msg, (f, msg)
 
@@ -281,24 +363,46 @@ def test_cli_argparse_rejects_unknown_pool(capsys):
 
 
 def _cli(args, env=None):
-    return subprocess.run([sys.executable, "-m", "golddiff", "sample", "--dataset", "digits", "--steps", "2",
-                           "--n", "2", "--device", "cpu"] + args, cwd=ROOT, capture_output=True, text=True,
-                          timeout=120, env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "golddiff",
+            "sample",
+            "--dataset",
+            "digits",
+            "--steps",
+            "2",
+            "--n",
+            "2",
+            "--device",
+            "cpu",
+        ]
+        + args,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **(env or {})},
+    )
 
 
-@pytest.mark.parametrize("args,env,fragment", [
-    (["--k-min", "50", "--k-max", "10"], None, "k_min=50 is larger than k_max=10"),
-    (["--method", "pca", "--temperature", "-1"], None, "temperature=-1"),
-    ([], {"GOLDDIFF_MAX_MEMORY": "1kB"}, "max_memory limit of 1.0 kB"),
-    ([], {"GOLDDIFF_MAX_MEMORY": "a lot"}, "GOLDDIFF_MAX_MEMORY='a lot' is not a memory size"),
-])
+@pytest.mark.parametrize(
+    "args,env,fragment",
+    [
+        (["--k-min", "50", "--k-max", "10"], None, "k_min=50 is larger than k_max=10"),
+        (["--method", "pca", "--temperature", "-1"], None, "temperature=-1"),
+        ([], {"GOLDDIFF_MAX_MEMORY": "1kB"}, "max_memory limit of 1.0 kB"),
+        ([], {"GOLDDIFF_MAX_MEMORY": "a lot"}, "GOLDDIFF_MAX_MEMORY='a lot' is not a memory size"),
+    ],
+)
 def test_cli_subprocess_exit_2_no_traceback(args, env, fragment):
     r = _cli(args, env)
     assert r.returncode == 2, r.stderr
     assert "Traceback" not in r.stderr and r.stdout == ""
     line = r.stderr.strip().splitlines()[-1]
     assert line.startswith("error: ") and fragment in line
-    one_sentence(line[len("error: "):])
+    one_sentence(line[len("error: ") :])
 
 
 def test_cli_max_memory_flag_beats_a_tiny_env_var():

@@ -1,14 +1,20 @@
-"""Memory guard: estimate the bytes a big structure needs and refuse with a clear ValueError instead of being
+"""Memory guard: estimate the bytes a big structure needs and refuse with a clear ValueError instead
+of being
 killed by the kernel's OOM killer (or a CUDA out-of-memory error half way through a run).
 
 The limit for one structure is the smaller of
-  - what the device has free now: /proc/meminfo MemAvailable (else sysconf AVPHYS_PAGES * PAGE_SIZE) on the
-    CPU, torch.cuda.mem_get_info plus the caching allocator's reserved-but-unused bytes on a GPU, and
-  - the user's `max_memory` setting: `set_max_memory("2GB")` (the CLI's --max-memory, the app's sidebar), else
+  - what the device has free now: /proc/meminfo MemAvailable (else sysconf AVPHYS_PAGES * PAGE_SIZE)
+  on the
+    CPU, torch.cuda.mem_get_info plus the caching allocator's reserved-but-unused bytes on a GPU,
+    and
+  - the user's `max_memory` setting: `set_max_memory("2GB")` (the CLI's --max-memory, the app's
+  sidebar), else
     the environment variable GOLDDIFF_MAX_MEMORY.
-Estimates count only what the library allocates for that structure (including its large temporaries), not
+Estimates count only what the library allocates for that structure (including its large
+temporaries), not
 what already exists (the dataset itself on the CPU).
 """
+
 from __future__ import annotations
 
 import os
@@ -17,14 +23,38 @@ import re
 import torch
 
 ENV_VAR = "GOLDDIFF_MAX_MEMORY"
-_UNITS = {"": 1, "b": 1, "k": 1e3, "kb": 1e3, "m": 1e6, "mb": 1e6, "g": 1e9, "gb": 1e9, "t": 1e12, "tb": 1e12,
-          "kib": 2 ** 10, "mib": 2 ** 20, "gib": 2 ** 30, "tib": 2 ** 40}
-_LIMIT: int | None = None          # set_max_memory(); takes precedence over the environment variable
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 1e3,
+    "kb": 1e3,
+    "m": 1e6,
+    "mb": 1e6,
+    "g": 1e9,
+    "gb": 1e9,
+    "t": 1e12,
+    "tb": 1e12,
+    "kib": 2**10,
+    "mib": 2**20,
+    "gib": 2**30,
+    "tib": 2**40,
+}
 
+
+class _UserLimit:
+    """The process-wide max_memory setting (set_max_memory); `USER_LIMIT.bytes = None` resets it
+    (tests)."""
+
+    def __init__(self):
+        self.bytes: int | None = None  # takes precedence over the environment variable
+
+
+USER_LIMIT = _UserLimit()
 
 
 def proc_bytes(path: str, key: str) -> int | None:
-    """A "Key:  N kB" line of a /proc file (e.g. /proc/meminfo MemAvailable, /proc/self/status VmRSS) in bytes;
+    """A "Key:  N kB" line of a /proc file (e.g. /proc/meminfo MemAvailable, /proc/self/status
+    VmRSS) in bytes;
     None where /proc or the key is missing."""
     try:
         with open(path) as f:
@@ -35,14 +65,18 @@ def proc_bytes(path: str, key: str) -> int | None:
         pass
     return None
 
+
 def parse_bytes(spec: str | int | float, source: str = "max_memory") -> int:
-    """'2GB', '512 MB', '1.5G', '3GiB' or a plain number of bytes -> int bytes. Raises ValueError otherwise."""
+    """'2GB', '512 MB', '1.5G', '3GiB' or a plain number of bytes -> int bytes. Raises ValueError
+    otherwise."""
     if isinstance(spec, (int, float)) and not isinstance(spec, bool):
         value, unit = float(spec), ""
     else:
         m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([A-Za-z]*)\s*", str(spec))
         if m is None or m.group(2).lower() not in _UNITS:
-            raise ValueError(f"{source}={spec!r} is not a memory size; write it like 2GB, 512MB or 1.5GiB.")
+            raise ValueError(
+                f"{source}={spec!r} is not a memory size; write it like 2GB, 512MB or 1.5GiB."
+            )
         value, unit = float(m.group(1)), m.group(2).lower()
     n = value * _UNITS[unit]
     if not n > 0 or n != n or n == float("inf"):
@@ -60,14 +94,13 @@ def format_bytes(n: float) -> str:
 
 def set_max_memory(spec: str | int | float | None) -> None:
     """Set (or with None clear) the process-wide limit; overrides GOLDDIFF_MAX_MEMORY."""
-    global _LIMIT
-    _LIMIT = None if spec is None else parse_bytes(spec, "--max-memory")
+    USER_LIMIT.bytes = None if spec is None else parse_bytes(spec, "--max-memory")
 
 
 def max_memory() -> int | None:
     """The user's limit in bytes: set_max_memory(), else $GOLDDIFF_MAX_MEMORY, else None."""
-    if _LIMIT is not None:
-        return _LIMIT
+    if USER_LIMIT.bytes is not None:
+        return USER_LIMIT.bytes
     env = os.environ.get(ENV_VAR, "").strip()
     return parse_bytes(env, ENV_VAR) if env else None
 
@@ -92,18 +125,26 @@ def available_bytes(device: torch.device | str | None = None) -> int | None:
         return None
 
 
-def check_memory(nbytes: float, what: str, lower: str, device: torch.device | str | None = None) -> None:
-    """Raise ValueError when `what` (e.g. "the (8, 60000) global posterior") would need more than the limit.
+def check_memory(
+    nbytes: float, what: str, lower: str, device: torch.device | str | None = None
+) -> None:
+    """Raise ValueError when `what` (e.g. "the (8, 60000) global posterior") would need more than
+    the limit.
 
-    lower: the advice, e.g. "lower --n or --k-max". The sentence names the estimate and what to change.
+    lower: the advice, e.g. "lower --n or --k-max". The sentence names the estimate and what to
+    change.
     """
     nbytes = int(nbytes)
     user = max_memory()
     if user is not None and nbytes > user:
-        raise ValueError(f"{what} needs ~{format_bytes(nbytes)}, more than the max_memory limit of "
-                         f"{format_bytes(user)}; {lower}, or raise --max-memory ({ENV_VAR}).")
+        raise ValueError(
+            f"{what} needs ~{format_bytes(nbytes)}, more than the max_memory limit of "
+            f"{format_bytes(user)}; {lower}, or raise --max-memory ({ENV_VAR})."
+        )
     free = available_bytes(device)
     if free is not None and nbytes > free:
         dev = torch.device(device or "cpu")
-        raise ValueError(f"{what} needs ~{format_bytes(nbytes)}, more than the {format_bytes(free)} free on "
-                         f"{dev.type}; {lower}.")
+        raise ValueError(
+            f"{what} needs ~{format_bytes(nbytes)}, more than the {format_bytes(free)} free on "
+            f"{dev.type}; {lower}."
+        )

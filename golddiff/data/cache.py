@@ -1,8 +1,11 @@
 """On-disk array cache: atomic, versioned, checked on load, safe under concurrent builders.
 
-Used for decoded datasets (data.py), data statistics (denoisers.Corpus.stats), faiss indexes and UMAP maps.
+Used for decoded datasets (data.registry, data.folder), data statistics (denoise.corpus), faiss
+indexes
+(denoise.retrieval) and UMAP maps (explore.embed).
 Root: $GOLDDIFF_CACHE or ~/.cache/golddiff.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -21,8 +24,11 @@ import torch
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> None:
-    """Create `path` through write(tmp) on a unique temp name in the same folder, then os.replace it into place:
-    readers see the old file or the whole new one, never a half-written one; on failure no temp file is left."""
+    """Create `path` through write(tmp) on a unique temp name in the same folder, then os.replace it
+    into place:
+    readers see the old file or the whole new one, never a half-written one; on failure no temp file
+    is left.
+    """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     try:
@@ -35,23 +41,30 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> None
 
 def cache_dir() -> Path:
     """Disk cache root: $GOLDDIFF_CACHE or ~/.cache/golddiff."""
-    root = os.environ.get("GOLDDIFF_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "golddiff")
+    root = os.environ.get("GOLDDIFF_CACHE") or os.path.join(
+        os.path.expanduser("~"), ".cache", "golddiff"
+    )
     return Path(root)
 
 
 # ----------------------------------------------------------------------------- on-disk array cache
 #
 # An entry is a JSON manifest <slug>.json naming one immutable .npy file per array
-# (<slug>.<build id>.<array>.npy) with its shape, dtype, file size and a blake2b checksum. Writers save the
-# .npy files under unique names, then os.replace the manifest: the manifest swap is the single atomic commit,
-# so a reader sees either the old entry or the new one, never a mix. Builders of one key are serialised by
-# an fcntl lock (where available) and re-check the entry after taking it, so concurrent processes build once.
+# (<slug>.<build id>.<array>.npy) with its shape, dtype, file size and a blake2b checksum. Writers
+# save the
+# .npy files under unique names, then os.replace the manifest: the manifest swap is the single
+# atomic commit,
+# so a reader sees either the old entry or the new one, never a mix. Builders of one key are
+# serialised by
+# an fcntl lock (where available) and re-check the entry after taking it, so concurrent processes
+# build once.
 
 CACHE_VERSION = 1
 
 
 class CacheRebuiltWarning(UserWarning):
-    """A cache entry on disk was invalid (truncated, other version, other source) and was rebuilt."""
+    """A cache entry on disk was invalid (truncated, other version, other source) and was
+    rebuilt."""
 
 
 def _slug(key: str) -> str:
@@ -68,12 +81,13 @@ def array_checksum(a: np.ndarray) -> str:
     h = hashlib.blake2b(digest_size=16)
     flat = np.ascontiguousarray(a).reshape(-1).view(np.uint8)
     for i in range(0, flat.size, 1 << 24):
-        h.update(flat[i:i + (1 << 24)].tobytes())
+        h.update(flat[i : i + (1 << 24)].tobytes())
     return h.hexdigest()
 
 
 def fingerprint(x: np.ndarray | torch.Tensor, samples: int = 65536) -> str:
-    """Cheap content fingerprint: shape, dtype and the bytes of at most `samples` evenly strided elements."""
+    """Cheap content fingerprint: shape, dtype and the bytes of at most `samples` evenly strided
+    elements."""
     flat = x.reshape(-1)
     step = max(1, flat.shape[0] // samples)
     part = flat[::step]
@@ -89,7 +103,8 @@ def _json_roundtrip(meta):
 
 
 def _read_entry(key: str, meta, verify: bool) -> tuple[dict[str, np.ndarray] | None, str | None]:
-    """(arrays, None) for a valid entry; (None, None) when absent; (None, reason) when present but invalid."""
+    """(arrays, None) for a valid entry; (None, None) when absent; (None, reason) when present but
+    invalid."""
     d, slug = _arrays_dir(), _slug(key)
     try:
         man = json.loads((d / f"{slug}.json").read_text())
@@ -98,15 +113,27 @@ def _read_entry(key: str, meta, verify: bool) -> tuple[dict[str, np.ndarray] | N
     except (OSError, ValueError):
         return None, "unreadable (its manifest is not valid JSON)"
     if not isinstance(man, dict) or man.get("version") != CACHE_VERSION:
-        return None, f"from another cache version ({man.get('version') if isinstance(man, dict) else '?'})"
+        return (
+            None,
+            f"from another cache version ({man.get('version') if isinstance(man, dict) else '?'})",
+        )
     if man.get("key") != key:
         return None, "written for another key"
     if meta is not None and man.get("meta") != _json_roundtrip(meta):
         return None, "made from different source data"
     out = {}
     try:
-        items = [(str(n), e["file"], list(e["shape"]), str(e["dtype"]), int(e["file_bytes"]), e["checksum"])
-                 for n, e in man["arrays"].items()]
+        items = [
+            (
+                str(n),
+                e["file"],
+                list(e["shape"]),
+                str(e["dtype"]),
+                int(e["file_bytes"]),
+                e["checksum"],
+            )
+            for n, e in man["arrays"].items()
+        ]
     except (KeyError, TypeError, AttributeError, ValueError):
         return None, "malformed (its manifest lacks fields)"
     for name, fname, shape, dtype, nbytes, checksum in items:
@@ -146,13 +173,26 @@ def _write_entry(key: str, arrays: dict[str, np.ndarray], meta) -> None:
                 os.fsync(f.fileno())
             os.replace(tmp, d / fname)
             done.append(d / fname)
-            entries[name] = dict(file=fname, shape=list(a.shape), dtype=str(a.dtype),
-                                 file_bytes=(d / fname).stat().st_size, checksum=array_checksum(a))
-        man = dict(version=CACHE_VERSION, key=key, meta=_json_roundtrip(meta), created=time.time(), arrays=entries)
+            entries[name] = dict(
+                file=fname,
+                shape=list(a.shape),
+                dtype=str(a.dtype),
+                file_bytes=(d / fname).stat().st_size,
+                checksum=array_checksum(a),
+            )
+        man = dict(
+            version=CACHE_VERSION,
+            key=key,
+            meta=_json_roundtrip(meta),
+            created=time.time(),
+            arrays=entries,
+        )
         tmp = d / f"{slug}.json.{build}.tmp"
         tmp.write_text(json.dumps(man, sort_keys=True))
-        try:                                        # files of the entry this commit supersedes
-            old = [e["file"] for e in json.loads((d / f"{slug}.json").read_text())["arrays"].values()]
+        try:  # files of the entry this commit supersedes
+            old = [
+                e["file"] for e in json.loads((d / f"{slug}.json").read_text())["arrays"].values()
+            ]
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             old = []
         os.replace(tmp, d / f"{slug}.json")
@@ -161,8 +201,10 @@ def _write_entry(key: str, arrays: dict[str, np.ndarray], meta) -> None:
             with contextlib.suppress(OSError):
                 p.unlink()
         raise
-    # Delete the superseded entry's files now; anything else unreferenced (a killed writer's temp files, the
-    # files of a racing writer whose manifest lost) only once it is an hour old, so in-flight writes survive.
+    # Delete the superseded entry's files now; anything else unreferenced (a killed writer's temp
+    # files, the
+    # files of a racing writer whose manifest lost) only once it is an hour old, so in-flight writes
+    # survive.
     keep = {e["file"] for e in entries.values()}
     for p in [d / f for f in old if f not in keep] + list(d.glob(f"{slug}.*")):
         with contextlib.suppress(OSError):
@@ -188,17 +230,24 @@ def _build_lock(key: str):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def cached_arrays(key: str, build: Callable[[], dict[str, np.ndarray]], meta=None,
-                  verify: bool | None = None) -> dict[str, np.ndarray]:
-    """Arrays stored on disk under `key`, built once by `build()` and memory-mapped (read-only) afterwards.
+def cached_arrays(
+    key: str, build: Callable[[], dict[str, np.ndarray]], meta=None, verify: bool | None = None
+) -> dict[str, np.ndarray]:
+    """Arrays stored on disk under `key`, built once by `build()` and memory-mapped (read-only)
+    afterwards.
 
-    key: any string naming the content (include every parameter it depends on, e.g. "stats/mnist/N60000");
+    key: any string naming the content (include every parameter it depends on, e.g.
+    "stats/mnist/N60000");
     build: returns {name: ndarray} with names of letters, digits and '_' and non-object dtypes;
-    meta: optional JSON-able description of the inputs (e.g. source file sizes); an entry whose stored meta
-    differs is rebuilt. Every load checks version, key, file sizes, shapes and dtypes; verify=True (or
+    meta: optional JSON-able description of the inputs (e.g. source file sizes); an entry whose
+    stored meta
+    differs is rebuilt. Every load checks version, key, file sizes, shapes and dtypes; verify=True
+    (or
     $GOLDDIFF_VERIFY_CACHE=1) also checks the full checksum. An invalid entry is rebuilt with a
-    `CacheRebuiltWarning` saying why. When the cache folder cannot be written, the built arrays are returned
-    uncached with a warning. Returns {name: array}; arrays are np.memmap (read-only) except empty ones.
+    `CacheRebuiltWarning` saying why. When the cache folder cannot be written, the built arrays are
+    returned
+    uncached with a warning. Returns {name: array}; arrays are np.memmap (read-only) except empty
+    ones.
     """
     if verify is None:
         verify = os.environ.get("GOLDDIFF_VERIFY_CACHE", "") not in ("", "0")
@@ -210,21 +259,31 @@ def cached_arrays(key: str, build: Callable[[], dict[str, np.ndarray]], meta=Non
         lock = _build_lock(key)
         lock.__enter__()
     except OSError as e:
-        warnings.warn(f"The cache folder {_arrays_dir()} is not writable ({e}); '{key}' is kept in memory only.")
+        warnings.warn(
+            f"The cache folder {_arrays_dir()} is not writable ({e}); '{key}' is kept in memory "
+            "only."
+        )
         return _check_built(key, build())
     try:
-        arrays, again = _read_entry(key, meta, verify)      # another process may have built it meanwhile
+        arrays, again = _read_entry(
+            key, meta, verify
+        )  # another process may have built it meanwhile
         if arrays is not None:
             return arrays
         reason = again or reason
         if reason:
-            warnings.warn(f"The cache entry '{key}' in {_arrays_dir()} was {reason}; rebuilding it.",
-                          CacheRebuiltWarning, stacklevel=2)
+            warnings.warn(
+                f"The cache entry '{key}' in {_arrays_dir()} was {reason}; rebuilding it.",
+                CacheRebuiltWarning,
+                stacklevel=2,
+            )
         built = _check_built(key, build())
         try:
             _write_entry(key, built, meta)
         except OSError as e:
-            warnings.warn(f"Could not write the cache entry '{key}' ({e}); it is kept in memory only.")
+            warnings.warn(
+                f"Could not write the cache entry '{key}' ({e}); it is kept in memory only."
+            )
             return built
     finally:
         lock.__exit__(None, None, None)
@@ -234,21 +293,22 @@ def cached_arrays(key: str, build: Callable[[], dict[str, np.ndarray]], meta=Non
 
 def _check_built(key: str, built) -> dict[str, np.ndarray]:
     if not isinstance(built, dict) or not built:
-        raise TypeError(f"build() for cache key '{key}' must return a non-empty dict of numpy arrays.")
+        raise TypeError(
+            f"build() for cache key '{key}' must return a non-empty dict of numpy arrays."
+        )
     out = {}
     for name, a in built.items():
         if not re.fullmatch(r"[A-Za-z0-9_]+", str(name)):
-            raise TypeError(f"Array name '{name}' for cache key '{key}' must use only letters, digits and '_'.")
+            raise TypeError(
+                f"Array name '{name}' for cache key '{key}' must use only letters, digits and '_'."
+            )
         a = np.ascontiguousarray(a)
         if a.dtype.hasobject:
-            raise TypeError(f"Array '{name}' for cache key '{key}' has an object dtype, which cannot be cached.")
+            raise TypeError(
+                f"Array '{name}' for cache key '{key}' has an object dtype, which cannot be cached."
+            )
         out[str(name)] = a
     return out
-
-
-def cached_array(key: str, build: Callable[[], np.ndarray], meta=None, verify: bool | None = None) -> np.ndarray:
-    """One array cached under `key`; see `cached_arrays`."""
-    return cached_arrays(key, lambda: {"array": build()}, meta, verify)["array"]
 
 
 def cached_entry(key: str) -> dict[str, np.ndarray] | None:
@@ -257,7 +317,8 @@ def cached_entry(key: str) -> dict[str, np.ndarray] | None:
 
 
 def cache_state(key: str) -> int | None:
-    """Bytes on disk of a present entry whose files have their recorded sizes, else None (stat only, fast)."""
+    """Bytes on disk of a present entry whose files have their recorded sizes, else None (stat only,
+    fast)."""
     d = _arrays_dir()
     try:
         man = json.loads((d / f"{_slug(key)}.json").read_text())

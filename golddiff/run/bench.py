@@ -1,17 +1,23 @@
 """Side-by-side timing and fidelity of methods from the same start noise.
 
-`compare(...)` is the one place where methods are run against each other: the CLI `bench` table and the
+`compare(...)` is the one place where methods are run against each other: the CLI `bench` table and
+the
 app's Compare page both call it. Fidelity is measured against the full-scan PCA-locality denoiser:
 final samples from the same x_T, and one step at the same x_t (the reference trajectory's states).
 
-Timings are medians over the steps of one run of the denoiser call alone (diagnostics are computed outside it).
+Timings are medians over the steps of one run of the denoiser call alone (diagnostics are computed
+outside it).
 Peak memory (`peak_mb`) is what one method's run adds on top of what the process held before it:
-  CPU:  the peak resident set size (Linux VmHWM, reset through /proc/self/clear_refs before each method; where
-        that cannot be reset, the growth of getrusage ru_maxrss, which only sees new process-wide peaks) minus
-        the resident set before the run. It includes the sampler's diagnostics and any cache the run builds
+  CPU:  the peak resident set size (Linux VmHWM, reset through /proc/self/clear_refs before each
+  method; where
+        that cannot be reset, the growth of getrusage ru_maxrss, which only sees new process-wide
+        peaks) minus
+        the resident set before the run. It includes the sampler's diagnostics and any cache the run
+        builds
         (statistics, masks, proxy index), so the first method pays for the shared caches.
   CUDA: torch.cuda.max_memory_allocated during the run minus the memory allocated before it.
 """
+
 from __future__ import annotations
 
 import math
@@ -22,12 +28,13 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .data import Dataset
-from .denoisers import METHODS, make_denoiser
-from .diagnostics import mse01, r2
-from .memory import proc_bytes
+from ..core.schedule import NoiseSchedule
+from ..core.summaries import mse01, r2
+from ..data.datasets import Dataset
+from ..data.memory import proc_bytes
+from ..denoise.methods import make_denoiser
+from ..denoise.params import METHODS, DenoiserParams
 from .sampler import Trajectory, sample
-from .schedule import NoiseSchedule
 
 REFERENCE = "pca"
 PHASES = ("screen", "select", "aggregate")
@@ -39,20 +46,25 @@ SNR_EDGES = (0.01, 0.1, 1.0, 10.0)
 class MethodResult:
     method: str
     trajectory: Trajectory
-    ms_per_step: float                               # median wall time of a denoiser call (ms)
-    phase_ms: dict                                   # median ms of screen / select / aggregate
-    final_mse: float | None = None                   # vs the reference's final samples (mean over images)
+    ms_per_step: float  # median wall time of a denoiser call (ms)
+    phase_ms: dict  # median ms of screen / select / aggregate
+    final_mse: float | None = None  # vs the reference's final samples (mean over images)
     final_r2: float | None = None
-    onestep_mse: list = field(default_factory=list)  # per step: method at the reference's x_t vs reference
+    onestep_mse: list = field(
+        default_factory=list
+    )  # per step: method at the reference's x_t vs reference
     onestep_r2: list = field(default_factory=list)
-    step_ms: list = field(default_factory=list)      # per step: wall time of the denoiser call (ms)
-    total_ms: float = 0.0                            # sum of step_ms
-    peak_mb: float | None = None                     # memory the run added at its peak (see module docstring)
-    captured_mass: list = field(default_factory=list)  # per step: mean W_S of the golden subset (NaN: none)
-    speedup: float | None = None                     # reference median ms/step / this method's
+    step_ms: list = field(default_factory=list)  # per step: wall time of the denoiser call (ms)
+    total_ms: float = 0.0  # sum of step_ms
+    peak_mb: float | None = None  # memory the run added at its peak (see module docstring)
+    captured_mass: list = field(
+        default_factory=list
+    )  # per step: mean W_S of the golden subset (NaN: none)
+    speedup: float | None = None  # reference median ms/step / this method's
 
 
 # ----------------------------------------------------------------------------- memory probes
+
 
 def _rss_bytes() -> int | None:
     """Current resident set (VmRSS) in bytes, None where /proc is missing."""
@@ -65,7 +77,8 @@ def _hwm_bytes() -> int | None:
 
 
 class _PeakMemory:
-    """Measures the peak memory one block of work adds (see the module docstring for what it counts)."""
+    """Measures the peak memory one block of work adds (see the module docstring for what it
+    counts)."""
 
     def __init__(self, device):
         self.cuda = torch.device(device).type == "cuda" if device is not None else False
@@ -79,11 +92,15 @@ class _PeakMemory:
         self.reset = False
         try:
             with open("/proc/self/clear_refs", "w") as f:
-                f.write("5")                          # resets VmHWM to the current RSS
+                f.write("5")  # resets VmHWM to the current RSS
             self.reset = True
         except OSError:
             pass
-        self.base = _rss_bytes() if self.reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        self.base = (
+            _rss_bytes()
+            if self.reset
+            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        )
         return self
 
     def __exit__(self, *exc):
@@ -98,13 +115,15 @@ class _PeakMemory:
 
     @property
     def mb(self) -> float:
-        return max(0.0, self.peak) / 2 ** 20
+        return max(0.0, self.peak) / 2**20
 
 
 # ----------------------------------------------------------------------------- compare
 
+
 def onestep_fidelity(method_den, ref: Trajectory, seed: int = 0) -> tuple[list, list]:
-    """Feed the reference trajectory's x_t to a method; per-step mean MSE and r^2 against the reference x0.
+    """Feed the reference trajectory's x_t to a method; per-step mean MSE and r^2 against the
+    reference x0.
     The one-step numbers of the bench and of the app's Compare page both come from here."""
     g = torch.Generator().manual_seed(seed)
     mses, r2s = [], []
@@ -118,8 +137,14 @@ def onestep_fidelity(method_den, ref: Trajectory, seed: int = 0) -> tuple[list, 
     return mses, r2s
 
 
+def as_params(params: DenoiserParams | dict | None) -> DenoiserParams:
+    """DenoiserParams from a DenoiserParams, a {name: value} dict (None = default) or None."""
+    return params if isinstance(params, DenoiserParams) else DenoiserParams.from_mapping(params)
+
+
 def check_methods(methods: list[str]) -> list[str]:
-    """Raise a one-sentence ValueError for an empty list or an unknown method name; return the list."""
+    """Raise a one-sentence ValueError for an empty list or an unknown method name; return the
+    list."""
     if not methods:
         raise ValueError(f"No method given; choose some of: {', '.join(METHODS)}.")
     bad = [m for m in methods if m not in METHODS]
@@ -128,37 +153,65 @@ def check_methods(methods: list[str]) -> list[str]:
     return methods
 
 
-def compare(data: Dataset, methods: list[str], steps: int = 10, n: int = 8, seed: int = 0,
-            params: dict | None = None, device=None, onestep: bool = True,
-            callback: Callable[[str, object], None] | None = None) -> dict[str, MethodResult]:
+def compare(
+    data: Dataset,
+    methods: list[str],
+    steps: int = 10,
+    n: int = 8,
+    seed: int = 0,
+    params: DenoiserParams | dict | None = None,
+    device=None,
+    onestep: bool = True,
+    callback: Callable[[str, object], None] | None = None,
+) -> dict[str, MethodResult]:
     """Run each method from the same x_T; fidelity against full-scan PCA (always run first).
 
-    callback(method, record) is forwarded from each sampler for progress. Returns {method: MethodResult}.
+    callback(method, record) is forwarded from each sampler for progress. Returns {method:
+    MethodResult}.
     """
     check_methods(list(methods))
-    params = params or {}
+    params = as_params(params)
     schedule = NoiseSchedule()
     order = [REFERENCE] + [m for m in methods if m != REFERENCE]
     results: dict[str, MethodResult] = {}
     for m in order:
-        den = make_denoiser(m, data, schedule, device=device, **params)
+        den = make_denoiser(m, data, schedule, device=device, params=params)
         with _PeakMemory(den.device) as mem:
-            traj = sample(den, schedule, steps=steps, n=n, seed=seed,
-                          callback=None if callback is None else (lambda rec, m=m: callback(m, rec)))
+            traj = sample(
+                den,
+                schedule,
+                steps=steps,
+                n=n,
+                seed=seed,
+                callback=None if callback is None else (lambda rec, m=m: callback(m, rec)),
+            )
         times = traj.scalars("time_step") * 1000
         phases = {p: float(np.median(traj.scalars(f"time_{p}") * 1000)) for p in PHASES}
-        res = MethodResult(m, traj, float(np.median(times)), phases, step_ms=[float(v) for v in times],
-                           total_ms=float(times.sum()), peak_mb=mem.mb,
-                           captured_mass=[float(np.mean(row)) for row in traj.series("captured_mass")]
-                           if any(r.captured_mass is not None for r in traj.records) else [])
+        res = MethodResult(
+            m,
+            traj,
+            float(np.median(times)),
+            phases,
+            step_ms=[float(v) for v in times],
+            total_ms=float(times.sum()),
+            peak_mb=mem.mb,
+            captured_mass=(
+                [float(np.mean(row)) for row in traj.series("captured_mass")]
+                if any(r.captured_mass is not None for r in traj.records)
+                else []
+            ),
+        )
         ref = results.get(REFERENCE, res)
         res.speedup = ref.ms_per_step / max(res.ms_per_step, 1e-9)
         a = torch.from_numpy(traj.samples.reshape(n, -1))
         b = torch.from_numpy(ref.trajectory.samples.reshape(n, -1))
         res.final_mse, res.final_r2 = float(mse01(a, b).mean()), float(r2(a, b).mean())
         if onestep:
-            res.onestep_mse, res.onestep_r2 = ([0.0] * steps, [1.0] * steps) if m == REFERENCE else \
-                onestep_fidelity(den, ref.trajectory, seed)
+            res.onestep_mse, res.onestep_r2 = (
+                ([0.0] * steps, [1.0] * steps)
+                if m == REFERENCE
+                else onestep_fidelity(den, ref.trajectory, seed)
+            )
         results[m] = res
     return {m: results[m] for m in order if m in methods or m == REFERENCE}
 
@@ -174,25 +227,42 @@ def snr_buckets(snrs: list[float], values: list[float]) -> dict[str, float]:
     return {k: float(min(v)) for k, v in out.items()}
 
 
-def scaling(data: Dataset, methods: list[str], sizes: list[int], steps: int = 10, n: int = 8, seed: int = 0,
-            params: dict | None = None, device=None,
-            callback: Callable[[int, str, object], None] | None = None) -> dict[int, dict[str, float]]:
-    """Median ms per denoiser step of each method on random subsets of `sizes` images: {size: {method: ms}}.
+def scaling(
+    data: Dataset,
+    methods: list[str],
+    sizes: list[int],
+    steps: int = 10,
+    n: int = 8,
+    seed: int = 0,
+    params: DenoiserParams | dict | None = None,
+    device=None,
+    callback: Callable[[int, str, object], None] | None = None,
+) -> dict[int, dict[str, float]]:
+    """Median ms per denoiser step of each method on random subsets of `sizes` images: {size:
+    {method: ms}}.
 
     GoldDiff's k_min / k_max are left to their N-scaled defaults unless `params` fixes them."""
     check_methods(list(methods))
     for s in sizes:
         if not 1 <= s <= data.N:
-            raise ValueError(f"Size {s} is outside 1..{data.N} (the dataset's N); choose --sizes within it.")
+            raise ValueError(
+                f"Size {s} is outside 1..{data.N} (the dataset's N); choose --sizes within it."
+            )
     out: dict[int, dict[str, float]] = {}
     schedule = NoiseSchedule()
     for s in sizes:
         sub = data if s == data.N else data.subset(s, seed)
         out[s] = {}
         for m in methods:
-            den = make_denoiser(m, sub, schedule, device=device, **(params or {}))
-            traj = sample(den, schedule, steps=steps, n=n, seed=seed,
-                          callback=None if callback is None else (lambda rec, s=s, m=m: callback(s, m, rec)))
+            den = make_denoiser(m, sub, schedule, device=device, params=as_params(params))
+            traj = sample(
+                den,
+                schedule,
+                steps=steps,
+                n=n,
+                seed=seed,
+                callback=None if callback is None else (lambda rec, s=s, m=m: callback(s, m, rec)),
+            )
             out[s][m] = float(np.median(traj.scalars("time_step") * 1000))
     return out
 
@@ -207,6 +277,7 @@ def growth_exponent(sizes: list[int], ms: list[float]) -> float | None:
 
 # ----------------------------------------------------------------------------- report
 
+
 def to_json(res: dict[str, MethodResult], meta: dict, sizes: dict | None = None) -> dict:
     """A JSON-ready dict of the table (no trajectories)."""
     ref = res[REFERENCE].trajectory
@@ -214,32 +285,53 @@ def to_json(res: dict[str, MethodResult], meta: dict, sizes: dict | None = None)
     out = {"meta": meta, "t": [int(r.t) for r in ref.records], "snr": snrs, "methods": {}}
     for m, r in res.items():
         out["methods"][m] = {
-            "ms_per_step": r.ms_per_step, "phase_ms": r.phase_ms, "speedup": r.speedup, "total_ms": r.total_ms,
-            "step_ms": r.step_ms, "peak_mb": r.peak_mb, "final_mse": r.final_mse, "final_r2": r.final_r2,
-            "onestep_mse": r.onestep_mse, "onestep_r2": r.onestep_r2,
+            "ms_per_step": r.ms_per_step,
+            "phase_ms": r.phase_ms,
+            "speedup": r.speedup,
+            "total_ms": r.total_ms,
+            "step_ms": r.step_ms,
+            "peak_mb": r.peak_mb,
+            "final_mse": r.final_mse,
+            "final_r2": r.final_r2,
+            "onestep_mse": r.onestep_mse,
+            "onestep_r2": r.onestep_r2,
             "onestep_r2_by_snr": snr_buckets(snrs, r.onestep_r2) if r.onestep_r2 else {},
             "captured_mass": [None if math.isnan(v) else v for v in r.captured_mass],
-            "steps_by": [rec.method for rec in r.trajectory.records]}
+            "steps_by": [rec.method for rec in r.trajectory.records],
+        }
     if sizes:
         out["sizes"] = {str(s): v for s, v in sizes.items()}
         ns = sorted(sizes)
-        out["growth_exponent"] = {m: growth_exponent(ns, [sizes[s][m] for s in ns]) for m in sizes[ns[0]]}
+        out["growth_exponent"] = {
+            m: growth_exponent(ns, [sizes[s][m] for s in ns]) for m in sizes[ns[0]]
+        }
     return out
 
 
 def format_report(js: dict) -> str:
-    """The bench tables as text: one row per method, then per-step fidelity, captured mass and scaling."""
+    """The bench tables as text: one row per method, then per-step fidelity, captured mass and
+    scaling."""
     W = js["methods"]
-    lines = [f"{'method':<9} {'ms/step':>9} {'screen':>8} {'select':>8} {'aggr':>9} {'speedup':>8} "
-             f"{'total_s':>8} {'peak_MB':>8} {'final_mse':>10} {'final_r2':>9} {'min_1step_r2':>13}"]
+    lines = [
+        f"{'method':<9} {'ms/step':>9} {'screen':>8} {'select':>8} {'aggr':>9} {'speedup':>8} "
+        f"{'total_s':>8} {'peak_MB':>8} {'final_mse':>10} {'final_r2':>9} {'min_1step_r2':>13}"
+    ]
     lines.append("-" * len(lines[0]))
     for m, r in W.items():
         p = r["phase_ms"]
-        lines.append(f"{m:<9} {r['ms_per_step']:9.1f} {p['screen']:8.1f} {p['select']:8.1f} {p['aggregate']:9.1f} "
-                     f"{r['speedup']:8.2f} {r['total_ms'] / 1000:8.2f} {r['peak_mb']:8.0f} {r['final_mse']:10.5f} "
-                     f"{r['final_r2']:9.4f} {min(r['onestep_r2']) if r['onestep_r2'] else float('nan'):13.4f}")
-    lines += ["", "one-step r2 vs full-scan pca at the same x_t, per step (ms per step in brackets)",
-              f"{'t':>5} {'SNR':>9} " + " ".join(f"{m:>17}" for m in W)]
+        lines.append(
+            f"{m:<9} {r['ms_per_step']:9.1f} {p['screen']:8.1f} "
+            f"{p['select']:8.1f} {p['aggregate']:9.1f} "
+            f"{r['speedup']:8.2f} {r['total_ms'] / 1000:8.2f} "
+            f"{r['peak_mb']:8.0f} {r['final_mse']:10.5f} "
+            f"{r['final_r2']:9.4f} "
+            f"{min(r['onestep_r2']) if r['onestep_r2'] else float('nan'):13.4f}"
+        )
+    lines += [
+        "",
+        "one-step r2 vs full-scan pca at the same x_t, per step (ms per step in brackets)",
+        f"{'t':>5} {'SNR':>9} " + " ".join(f"{m:>17}" for m in W),
+    ]
     for i, (t, snr) in enumerate(zip(js["t"], js["snr"])):
         cells = []
         for m, r in W.items():
@@ -252,19 +344,31 @@ def format_report(js: dict) -> str:
     lines.append(f"{'method':<9} " + " ".join(f"{b:>10}" for b in buckets))
     for m, r in W.items():
         if r["onestep_r2_by_snr"]:
-            lines.append(f"{m:<9} " + " ".join(f"{r['onestep_r2_by_snr'][b]:10.4f}" for b in buckets))
+            lines.append(
+                f"{m:<9} " + " ".join(f"{r['onestep_r2_by_snr'][b]:10.4f}" for b in buckets)
+            )
     gm = {m: r["captured_mass"] for m, r in W.items() if r["captured_mass"]}
     if gm:
-        lines += ["", "captured mass W_S of the golden subset under the global posterior, per step (mean over samples)",
-                  f"{'method':<9} " + " ".join(f"{t:>6}" for t in js["t"])]
+        lines += [
+            "",
+            "captured mass W_S of the golden subset under the global posterior, per step (mean "
+            "over samples)",
+            f"{'method':<9} " + " ".join(f"{t:>6}" for t in js["t"]),
+        ]
         for m, v in gm.items():
             lines.append(f"{m:<9} " + " ".join("     -" if x is None else f"{x:6.3f}" for x in v))
     if "sizes" in js:
         ns = list(js["sizes"])
-        lines += ["", "median ms per step as N grows (growth exponent: slope of log ms vs log N)",
-                  f"{'method':<9} " + " ".join(f"{'N=' + s:>10}" for s in ns) + f" {'exponent':>9}"]
+        lines += [
+            "",
+            "median ms per step as N grows (growth exponent: slope of log ms vs log N)",
+            f"{'method':<9} " + " ".join(f"{'N=' + s:>10}" for s in ns) + f" {'exponent':>9}",
+        ]
         for m in js["sizes"][ns[0]]:
             e = js["growth_exponent"][m]
-            lines.append(f"{m:<9} " + " ".join(f"{js['sizes'][s][m]:10.1f}" for s in ns)
-                         + f" {e if e is not None else float('nan'):9.2f}")
+            lines.append(
+                f"{m:<9} "
+                + " ".join(f"{js['sizes'][s][m]:10.1f}" for s in ns)
+                + f" {e if e is not None else float('nan'):9.2f}"
+            )
     return "\n".join(lines)

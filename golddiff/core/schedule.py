@@ -1,8 +1,13 @@
-"""DDPM noise schedule, DDIM timesteps and the DDIM (eta=0) update.
+"""DDPM noise schedule, DDIM timesteps and the DDIM (eta=0) update; GoldDiff's m_t / k_t schedules.
 
-Notation follows DESIGN.md: abar_t = prod_{s<=t} (1 - beta_s), SNR_t = abar_t / (1 - abar_t),
-sigma_t = sqrt(1 - abar_t). Forward process: x_t = sqrt(abar_t) x0 + sigma_t eps.
+Notation (docs/DESIGN.md): abar_t = prod_{s<=t} (1 - beta_s), SNR_t = abar_t / (1 - abar_t),
+sigma_t = sqrt(1 - abar_t). Forward process (Ho et al. 2020, eq. 4): x_t = sqrt(abar_t) x0 + sigma_t
+eps.
+DDIM (Song et al. 2021, eq. 12 with eta = 0): see `NoiseSchedule.ddim_step`.
+GoldDiff's pool and subset sizes (Shang et al. 2026, the linear schedules in sigma_t): `pool_size`,
+`subset_size`.
 """
+
 from __future__ import annotations
 
 import math
@@ -13,9 +18,9 @@ import torch
 
 @dataclass
 class NoiseSchedule:
-    T: int = 1000              # number of training timesteps
-    beta_start: float = 1e-4   # first beta of the linear DDPM schedule
-    beta_end: float = 0.02     # last beta
+    T: int = 1000  # number of training timesteps
+    beta_start: float = 1e-4  # first beta of the linear DDPM schedule
+    beta_end: float = 0.02  # last beta
     abars: torch.Tensor = field(init=False, repr=False)  # (T,) float64, abar_t for t = 0..T-1
 
     def __post_init__(self):
@@ -25,7 +30,9 @@ class NoiseSchedule:
     def _check_t(self, t: int) -> int:
         t = int(t)
         if not 0 <= t < self.T:
-            raise ValueError(f"Timestep {t} is outside 0..{self.T - 1}; pick a t inside the schedule.")
+            raise ValueError(
+                f"Timestep {t} is outside 0..{self.T - 1}; pick a t inside the schedule."
+            )
         return t
 
     def abar(self, t: int) -> float:
@@ -45,15 +52,21 @@ class NoiseSchedule:
         """DDIM timesteps with "leading" spacing, descending: 10 steps -> [900, 800, ..., 0]."""
         steps = int(steps)
         if not 1 <= steps <= self.T:
-            raise ValueError(f"steps={steps} is outside 1..{self.T}; choose a number of steps in that range.")
+            raise ValueError(
+                f"steps={steps} is outside 1..{self.T}; choose a number of steps in that range."
+            )
         ratio = self.T // steps
         return [i * ratio for i in range(steps - 1, -1, -1)]
 
-    def ddim_step(self, x_t: torch.Tensor, x0_hat: torch.Tensor, t: int, t_prev: int) -> torch.Tensor:
+    def ddim_step(
+        self, x_t: torch.Tensor, x0_hat: torch.Tensor, t: int, t_prev: int
+    ) -> torch.Tensor:
         """One deterministic DDIM step (eta = 0) from t to t_prev < t given an x0 prediction.
 
         x_t, x0_hat: (B, D).  eps_hat = (x_t - sqrt(abar_t) x0_hat) / sqrt(1 - abar_t);
-        x_{t_prev} = sqrt(abar_{t_prev}) x0_hat + sqrt(1 - abar_{t_prev}) eps_hat.  Returns (B, D).
+        x_{t_prev} = sqrt(abar_{t_prev}) x0_hat + sqrt(1 - abar_{t_prev}) eps_hat  (DDIM eq. 12, eta
+        = 0).
+        Returns (B, D).
         """
         a_t, a_prev = self.abar(t), self.abar(t_prev)
         eps_hat = (x_t - math.sqrt(a_t) * x0_hat) / math.sqrt(1.0 - a_t)
@@ -63,3 +76,15 @@ class NoiseSchedule:
         """Forward process q(x_t | x0): sqrt(abar_t) x0 + sigma_t eps. Shapes (B, D)."""
         a = self.abar(t)
         return math.sqrt(a) * x0 + math.sqrt(1.0 - a) * eps
+
+
+def pool_size(N: int, k_max: int, sigma: float) -> int:
+    """m_t = clamp(round(k_max + (N - k_max) (1 - sigma_t)), k_max, N): GoldDiff's coarse pool
+    size."""
+    return int(min(N, max(k_max, round(k_max + (N - k_max) * (1.0 - sigma)))))
+
+
+def subset_size(k_min: int, k_max: int, sigma: float) -> int:
+    """k_t = max(k_min, round(k_max - (k_max - k_min) (1 - sigma_t))): GoldDiff's golden subset
+    size."""
+    return int(max(k_min, round(k_max - (k_max - k_min) * (1.0 - sigma))))

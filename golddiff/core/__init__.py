@@ -1,0 +1,31 @@
+"""Core layer: pure tensor math. The noise schedule and DDIM step, Gaussian statistics and
+PCA-locality masks,
+the posterior softmax kernels, and the summaries (entropy, perplexity, ESS, k_p, captured mass, r^2,
+MSE).
+
+Imports nothing from golddiff except the memory guard of the data layer.
+"""
+
+from .posterior import StreamingSoftmax, global_logits, sq_dists
+from .schedule import NoiseSchedule, pool_size, subset_size
+from .stats import MASK_RULES, DataStats
+from .summaries import captured_mass, entropy, ess, k_mass, mse01, perplexity, r2, topk_recall
+
+__all__ = [
+    "DataStats",
+    "MASK_RULES",
+    "NoiseSchedule",
+    "StreamingSoftmax",
+    "captured_mass",
+    "entropy",
+    "ess",
+    "global_logits",
+    "k_mass",
+    "mse01",
+    "perplexity",
+    "pool_size",
+    "r2",
+    "sq_dists",
+    "subset_size",
+    "topk_recall",
+]

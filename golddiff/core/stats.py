@@ -1,0 +1,228 @@
+"""Data statistics: mean, covariance eigendecomposition, Wiener shrinkage, PCA-locality masks,
+Gaussian PF-ODE.
+
+Wiener (Wang & Vastola 2023, the Gaussian posterior mean):
+  x0_hat = mu + U diag(s) U^T (x_t / sqrt(abar) - mu),  s_k = abar l_k / (abar l_k + 1 - abar)
+PCA locality (Lukoianov et al. 2025; GoldDiff, Shang et al. 2026, uses the same mask):
+  L_t = U diag(s) U^T;  M0[n, m] = L_t[n, m] / L_t[n, n];  M_t = 1[|M0| >= threshold * max |M0|]
+Two mask rules (`MASK_RULES`): "stable" (this project's default, degenerate rows dropped, float64)
+and
+"published" (the official GoldDiff code's construction, float32 SVD); see docs/DESIGN.md,
+"Deviations".
+Gaussian PF-ODE in closed form (Wang & Vastola 2024, "analytical teleportation"): `teleport`.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+
+import numpy as np
+import torch
+
+from ..data.memory import check_memory
+
+
+def mean_and_cov(X: torch.Tensor, chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean (D,) and covariance (D, D) of X (N, D), accumulated in float64 over row chunks."""
+    N, D = X.shape
+    s = torch.zeros(D, dtype=torch.float64, device=X.device)
+    ss = torch.zeros(D, D, dtype=torch.float64, device=X.device)
+    for i in range(0, N, chunk):
+        xc = X[i : i + chunk].to(torch.float64)
+        s += xc.sum(0)
+        ss += xc.T @ xc
+    mu = s / N
+    cov = ss / N - torch.outer(mu, mu)
+    return mu, (cov + cov.T) / 2
+
+
+# A pixel whose L_t[n, n] is below this fraction of the largest diagonal entry counts as degenerate.
+DEGENERATE_REL = 1e-3
+# The published rule's guard: a diagonal entry |L_t[n, n]| below this is replaced by 1 before
+# dividing.
+PUBLISHED_EPS = 1e-6
+MASK_RULES = ("stable", "published")
+# Masks kept in memory per DataStats: enough for every step of a 10-step run up to D = 3 x 64 x 64
+# on a GPU.
+MASK_CACHE_BYTES = 1 << 30
+
+
+class DataStats:
+    """Gaussian statistics of one dataset and the per-timestep quantities derived from them.
+
+    mean: (D,); eigvals: (D,) descending, clipped at 0, of the covariance with divisor N; eigvecs:
+    (D, D)
+    columns u_k. Stored float32 on `device`. n: the number of images (the published mask rule needs
+    N - 1).
+    Masks are cached per (t, threshold, rule) because they depend only on these statistics and t;
+    the cache is
+    guarded by a lock (app sessions share one DataStats from threads).
+    """
+
+    def __init__(
+        self, mean: torch.Tensor, eigvals: torch.Tensor, eigvecs: torch.Tensor, n: int | None = None
+    ):
+        self.mean, self.eigvals, self.eigvecs, self.n = mean, eigvals, eigvecs, n
+        self._masks: dict[tuple, torch.Tensor] = {}
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_data(cls, X: torch.Tensor) -> "DataStats":
+        """X: (N, D) on any device. Eigendecomposition in float64."""
+        D = int(X.shape[1])
+        # ss, cov and eigh's eigenvectors + workspace: about four (D, D) float64 matrices at once
+        check_memory(
+            4 * D * D * 8 + min(int(X.shape[0]), 4096) * D * 8,
+            f"the ({D}, {D}) float64 data covariance",
+            "use a lower-resolution dataset",
+            X.device,
+        )
+        mu, cov = mean_and_cov(X)
+        lam, U = torch.linalg.eigh(cov)  # ascending
+        lam, U = lam.flip(0).clamp_min(0.0), U.flip(1)
+        return cls(mu.float(), lam.float(), U.float().contiguous(), int(X.shape[0]))
+
+    @classmethod
+    def from_arrays(
+        cls, arrays: dict[str, np.ndarray], device: torch.device, n: int | None = None
+    ) -> "DataStats":
+        parts = (
+            torch.from_numpy(np.asarray(arrays[k])).to(device)
+            for k in ("mean", "eigvals", "eigvecs")
+        )
+        return cls(*parts, n=n)
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        return {k: getattr(self, k).cpu().numpy() for k in ("mean", "eigvals", "eigvecs")}
+
+    @property
+    def D(self) -> int:
+        return int(self.mean.shape[0])
+
+    def shrinkage(self, abar: float) -> torch.Tensor:
+        """(D,) Wiener factors s_k = abar l_k / (abar l_k + 1 - abar)."""
+        lam = self.eigvals.double()
+        return (abar * lam / (abar * lam + (1.0 - abar))).float()
+
+    def wiener(self, x_t: torch.Tensor, abar: float) -> torch.Tensor:
+        """Gaussian posterior mean. x_t: (B, D) -> (B, D)."""
+        U, mu = self.eigvecs, self.mean
+        z = (x_t / math.sqrt(abar) - mu) @ U  # (B, D) coefficients along u_k
+        return mu + (z * self.shrinkage(abar)) @ U.T
+
+    def locality_operator(self, abar: float) -> torch.Tensor:
+        """(D, D) L_t = U diag(s) U^T, built in float64 for accuracy."""
+        U = self.eigvecs.double()
+        s = self.shrinkage(abar).double()
+        return (U * s) @ U.T
+
+    def mask(self, t: int, abar: float, threshold: float, rule: str = "stable") -> torch.Tensor:
+        """(D, D) binary PCA-locality mask M_t (float32, on the stats' device), cached per (t,
+        threshold, rule).
+
+        Column m of M_t lists the pixels n whose residuals enter the posterior of output pixel m.
+        threshold = 0 gives the all-ones mask (the PCA-locality denoiser then equals Optimal).
+        rule: "stable" (`_stable_m0`) or "published" (`_published_m0`).
+        """
+        if rule not in MASK_RULES:
+            raise ValueError(f"Unknown mask rule '{rule}'; choose one of: {', '.join(MASK_RULES)}.")
+        key = (int(t), float(threshold), rule)
+        with self._lock:
+            M = self._masks.get(key)
+        if M is not None:
+            return M
+        if threshold <= 0:
+            M = torch.ones(self.D, self.D, device=self.mean.device)
+        else:
+            check_memory(
+                4 * self.D * self.D * 8,
+                f"the ({self.D}, {self.D}) PCA-locality mask",
+                "use a lower-resolution dataset",
+                self.mean.device,
+            )
+            M0 = self.locality_strength(abar, rule)  # (D, D), max 1
+            M = (M0 >= threshold).float()
+        with self._lock:
+            self._masks[key] = M.contiguous()
+            self._evict_masks(keep=key)
+            return self._masks[key]
+
+    def locality_strength(self, abar: float, rule: str = "stable") -> torch.Tensor:
+        """(D, D) |M0| / max |M0| under `rule`: the continuous strength that the mask thresholds,
+        M_t = 1[strength >= threshold]. Column m is pixel m's neighbourhood (How it works draws it).
+        """
+        M0 = self._stable_m0(abar) if rule == "stable" else self._published_m0(abar)
+        return M0 / M0.max()
+
+    def _stable_m0(self, abar: float) -> torch.Tensor:
+        """|M0| of this project's rule, in float64. Degenerate pixels (almost constant in the data,
+        e.g. MNIST's black
+        border: L[n, n] ~ 1e-10) would make L[n, m] / L[n, n] huge and set max |M0| alone, leaving
+        every other
+        pixel a neighbourhood of ~20 scattered pixels. Their rows (L[n, n] < DEGENERATE_REL * max
+        diag) are
+        dropped: their residual is the same for every training image, so it cancels in the softmax
+        anyway.
+        Each pixel keeps itself (M0[m, m] = 1). Returns (D, D) float64."""
+        L = self.locality_operator(abar)  # (D, D) float64
+        diag = torch.diagonal(L).clone()
+        degenerate = diag < DEGENERATE_REL * diag.max()
+        M0 = (
+            L / torch.where(degenerate, torch.ones_like(diag), diag)[:, None]
+        ).abs()  # row n / L[n, n]
+        M0[degenerate] = 0.0
+        M0.fill_diagonal_(1.0)
+        return M0
+
+    def _published_m0(self, abar: float) -> torch.Tensor:
+        """|M0| of the official GoldDiff code's rule, reproduced for comparison: a float32 SVD of
+        the covariance with
+        divisor N - 1, L = U diag(s) V^T in float32, each row divided by its diagonal entry (entries
+        with
+        |L[n, n]| < PUBLISHED_EPS replaced by 1), and a binary threshold against the global max
+        |M0|. At float32
+        round-off the near-constant pixels set that max, so the mask is much sparser than the stable
+        rule's at
+        low noise (docs/DESIGN.md, "Deviations"). Returns (D, D) float32."""
+        n = self.n if self.n is not None and self.n > 1 else 2
+        U64, lam64 = self.eigvecs.double(), self.eigvals.double() * n / (n - 1)
+        cov = ((U64 * lam64) @ U64.T).float()  # (D, D) float32, divisor N - 1
+        U, S, Vh = torch.linalg.svd(cov)  # float32, as published
+        shrink = abar * S / ((1.0 - abar) + abar * S)
+        L = (U * shrink[None, :]) @ Vh  # (D, D) float32
+        diag = torch.diagonal(L).clone()
+        diag[diag.abs() < PUBLISHED_EPS] = 1.0
+        return (L / diag[:, None]).abs()
+
+    def _evict_masks(self, keep: tuple) -> None:
+        """Bound the mask cache to MASK_CACHE_BYTES (oldest first; a 100-step run at D = 3072 would
+        hold ~3.8 GB)."""
+        per = 4 * self.D * self.D
+        while len(self._masks) > max(1, MASK_CACHE_BYTES // per):
+            oldest = next(k for k in self._masks if k != keep)
+            del self._masks[oldest]
+
+    def gaussian_trajectory_coeffs(
+        self, abar_t: float, abar_T: float
+    ) -> tuple[torch.Tensor, float]:
+        """Closed-form PF-ODE of the Gaussian (Wang & Vastola): per-eigenvector scale (D,) taking
+        the
+        coefficient of (x - sqrt(abar) mu) along u_k from time T to t, and the scale of the residual
+        outside the kept eigenvectors: sqrt((1 + abar_t (l_k - 1)) / (1 + abar_T (l_k - 1))) and
+        sqrt((1 - abar_t) / (1 - abar_T))."""
+        lam = self.eigvals.double()
+        scale = torch.sqrt((1 + abar_t * (lam - 1)) / (1 + abar_T * (lam - 1)))
+        return scale.float(), math.sqrt((1 - abar_t) / (1 - abar_T))
+
+    def teleport(self, x_T: torch.Tensor, abar_T: float, abar_t: float) -> torch.Tensor:
+        """Jump the PF-ODE of N(mu, Sigma) from x_T (B, D) at abar_T to abar_t in closed form.
+        Returns (B, D).
+
+        Along u_k: x - sqrt(abar) mu evolves by the Gaussian scale; all D eigenvectors are kept
+        here, so the
+        residual term (used when only the top eigenvectors are kept) vanishes."""
+        U, mu = self.eigvecs, self.mean
+        scale, _ = self.gaussian_trajectory_coeffs(abar_t, abar_T)
+        z = (x_T - math.sqrt(abar_T) * mu) @ U  # (B, D)
+        return math.sqrt(abar_t) * mu + (z * scale) @ U.T

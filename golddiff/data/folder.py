@@ -1,0 +1,136 @@
+"""Folder datasets: any folder of png/jpg/webp/bmp images, resized and centre-cropped, cached as
+uint8."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+
+import numpy as np
+
+from .cache import cached_arrays
+from .datasets import Dataset, from_u8
+
+# ----------------------------------------------------------------------------- image folders
+
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+FOLDER_DEFAULT_RES = 32
+
+
+def parse_folder_name(name: str) -> tuple[Path, int]:
+    """'folder:PATH' or 'folder:PATH?res=R' -> (PATH, R); R defaults to FOLDER_DEFAULT_RES."""
+    spec = name[len("folder:") :]
+    res = FOLDER_DEFAULT_RES
+    m = re.fullmatch(r"(.*)\?res=([^?]*)", spec)
+    if m:
+        spec = m.group(1)
+        if not m.group(2).isdigit() or not 4 <= int(m.group(2)) <= 1024:
+            raise ValueError(
+                f"The resolution in '{name}' must be a whole number from 4 to 1024, e.g. ?res=64."
+            )
+        res = int(m.group(2))
+    if not spec:
+        raise ValueError(
+            "A folder dataset needs a path; write it as folder:/path/to/images or "
+            "folder:/path/to/images?res=64."
+        )
+    return Path(spec).expanduser(), res
+
+
+def _list_images(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTS and p.is_file())
+
+
+def _to_rgb_square(im, res: int) -> np.ndarray:
+    """A PIL image -> (res, res, 3) uint8: alpha composited on white, shorter side resized to res
+    (bicubic;
+    skipped when it already equals res), then centre-cropped."""
+    from PIL import Image
+
+    if im.mode in ("RGBA", "LA", "PA", "La", "RGBa") or (
+        im.mode == "P" and "transparency" in im.info
+    ):
+        rgba = im.convert("RGBA")
+        im = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
+    im = im.convert("RGB")
+    w, h = im.size
+    if min(w, h) != res:
+        s = res / min(w, h)
+        im = im.resize((max(res, round(w * s)), max(res, round(h * s))), Image.Resampling.BICUBIC)
+        w, h = im.size
+    left, top = (w - res) // 2, (h - res) // 2
+    return np.asarray(im.crop((left, top, left + res, top + res)), dtype=np.uint8)
+
+
+def _decode_folder(root: Path, files: list[Path], res: int) -> dict[str, np.ndarray]:
+    from PIL import Image
+
+    out = np.empty((len(files), res, res, 3), np.uint8)
+    for i, p in enumerate(files):
+        try:
+            with Image.open(p) as im:
+                im.load()
+                out[i] = _to_rgb_square(im, res)
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+            raise ValueError(
+                f"Image {p} could not be decoded ({e}); delete or replace that file."
+            ) from None
+    colour = bool(np.any(out[..., 0] != out[..., 1]) or np.any(out[..., 1] != out[..., 2]))
+    images = out.transpose(0, 3, 1, 2) if colour else out[..., :1].transpose(0, 3, 1, 2)
+    tops = [p.relative_to(root).parts for p in files]
+    if all(len(t) > 1 for t in tops):
+        classes = sorted({t[0] for t in tops})
+        labels = np.array([classes.index(t[0]) for t in tops], np.int64)
+    else:
+        classes, labels = [], np.full(len(files), -1, np.int64)
+    return {
+        "images": np.ascontiguousarray(images),
+        "labels": labels,
+        "classes": np.array(classes, dtype=np.str_) if classes else np.zeros(0, "<U1"),
+    }
+
+
+def load_folder(name: str) -> Dataset:
+    """A folder of images as a Dataset; `name` is 'folder:PATH' or 'folder:PATH?res=R' (R default
+    32).
+
+    Rules:
+    - every .png/.jpg/.jpeg/.webp/.bmp file under PATH (recursively, any letter case) in sorted path
+    order;
+    - each image is made RGB (transparent pixels composited on white), its shorter side resized to R
+      (bicubic) and centre-cropped to R x R; an image whose shorter side is already R is only
+      cropped;
+    - colour rule: the dataset is RGB (C=3) if any pixel of any image has unequal R, G, B after that
+      conversion, else grayscale (C=1); a grayscale picture saved as RGB therefore loads as
+      grayscale;
+    - labels: when every image sits in a sub-folder, the sorted top-level sub-folder names are the
+    classes;
+      otherwise labels are -1;
+    - a file that cannot be decoded (corrupt or truncated) raises ValueError naming it: nothing is
+    skipped;
+    - a missing folder or one with no such images raises ValueError.
+    Decoded arrays are cached under the folder's absolute path and R; adding, removing or changing
+    files
+    (name, size or modification time) rebuilds the cache with a CacheRebuiltWarning.
+    """
+    path, res = parse_folder_name(name)
+    if not path.is_dir():
+        raise ValueError(f"The folder {path} does not exist; check the path after 'folder:'.")
+    root = path.resolve()
+    files = _list_images(root)
+    if not files:
+        raise ValueError(
+            f"The folder {root} holds no {'/'.join(e[1:] for e in IMAGE_EXTS)} images; "
+            f"point 'folder:' at a folder that does."
+        )
+    listing = hashlib.blake2b(digest_size=12)
+    for p in files:
+        st = p.stat()
+        listing.update(f"{p.relative_to(root)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    arrays = cached_arrays(
+        f"dataset/folder/{root}/res{res}",
+        lambda: _decode_folder(root, files, res),
+        meta={"files": len(files), "listing": listing.hexdigest()},
+    )
+    return from_u8(name, arrays["images"], arrays["labels"], [str(c) for c in arrays["classes"]])

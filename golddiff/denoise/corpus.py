@@ -1,0 +1,281 @@
+"""The corpus (a dataset placed on a device with what every method needs) and the scans over it.
+
+Global posterior (empirical Bayes, the "optimal" denoiser): w_i = softmax_i(-||x_t - sqrt(abar)
+x_i||^2 /
+(2 (1 - abar) tau)), `global_posterior` / `global_scan`. PCA-locality posterior per output pixel
+over all N
+(`locality_scan`, Lukoianov et al. 2025) or over a golden subset (`locality_subset`, GoldDiff, Shang
+et al. 2026).
+Scans stream over chunks of images with an exact online log-sum-exp: never a (B, N, D) tensor.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+
+import torch
+
+from ..core.posterior import (
+    CHUNK_ELEMS,
+    StreamingSoftmax,
+    chunk_rows,
+    global_logits,
+    mask_operator,
+    pixel_chunk_sums,
+    pixel_logits,
+    pixel_posterior,
+)
+from ..core.stats import DataStats
+from ..data.cache import cached_arrays, fingerprint
+from ..data.datasets import Dataset
+from ..data.device import pick_device
+from ..data.memory import check_memory
+from .retrieval import ProxyIndex, proxy_factor
+
+
+class Corpus:
+    """A dataset placed on a device with what every method needs: X (N, D), ||x_i||^2, statistics,
+    proxies.
+
+    Built once per (dataset, device) by `get_corpus` and shared by all denoisers; never mutated
+    after build
+    except for its lazily filled caches (statistics, masks, proxy indexes).
+    """
+
+    def __init__(self, data: Dataset, device: torch.device):
+        self.data, self.device = data, device
+        self.shape = data.shape  # (C, H, W)
+        src = data.flat()
+        copies = (
+            src.device != torch.device(device)
+            or src.dtype != torch.float32
+            or not src.is_contiguous()
+        )
+        check_memory(
+            (src.numel() if copies else 0) * 4 + src.shape[0] * 8,
+            f"placing '{data.name}' (N={src.shape[0]}, D={src.shape[1]}) on {device}",
+            "use a smaller dataset (fewer images or a lower resolution)",
+            device,
+        )
+        self.X = src.to(device, torch.float32).contiguous()  # (N, D)
+        # ||x_i||^2 in row chunks: X.square() would briefly hold a second (N, D) copy
+        self.sqnorm = torch.cat(
+            [self.X[i : i + 65536].square().sum(1) for i in range(0, self.N, 65536)]
+        )  # (N,)
+        self._stats: DataStats | None = None
+        self._proxy: dict[tuple, ProxyIndex] = {}
+
+    @property
+    def N(self) -> int:
+        return int(self.X.shape[0])
+
+    @property
+    def D(self) -> int:
+        return int(self.X.shape[1])
+
+    @property
+    def stats(self) -> DataStats:
+        if self._stats is None:
+            # disk cache (cache.cached_arrays) keyed by name, N, shape and a strided content
+            # fingerprint
+            shape = "x".join(map(str, self.shape))
+            key = f"stats/v1/{self.data.name}/N{self.N}/{shape}/{fingerprint(self.data.images)}"
+            arrays = cached_arrays(key, lambda: DataStats.from_data(self.X).to_arrays())
+            self._stats = DataStats.from_arrays(
+                {k: v.copy() for k, v in arrays.items()}, self.device, self.N
+            )
+        return self._stats
+
+    def proxy(self, low_res: int, backend: str = "torch", nlist: int | None = None) -> ProxyIndex:
+        """The proxy database + search index for (low_res, backend, nlist), built once; proxies are
+        shared."""
+        key = (low_res, backend, nlist)
+        if key not in self._proxy:
+            P = next((ix.P for (lr, _, _), ix in self._proxy.items() if lr == low_res), None)
+            d = self.D // max(1, proxy_factor(self.shape, low_res) ** 2)
+            # proxies (N, d) + norms, and a CPU float32 copy of them inside a faiss index
+            check_memory(
+                self.N * (d * 4 * ((P is None) + backend.startswith("faiss")) + 4),
+                f"the proxy index of '{self.data.name}' (N={self.N}, d={d}, {backend})",
+                "lower --low-res or use a smaller dataset",
+                self.device,
+            )
+            self._proxy[key] = ProxyIndex(
+                self.X, self.shape, low_res, backend, nlist, self.data.name, P
+            )
+        return self._proxy[key]
+
+
+class _CorpusCache:
+    """The Corpus of each (dataset, device) in this process, shared by every denoiser and app
+    session.
+    `CORPORA.clear()` resets it (tests); a lock serialises builds (app sessions run in threads)."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._by_key: dict[tuple, Corpus] = {}
+
+    def get(self, data: Dataset, device: torch.device) -> Corpus:
+        key = (data.name, data.N, data.shape, str(device))
+        with self._lock:
+            corpus = self._by_key.get(key)
+            # same name and size but other images (Dataset.subset with another seed): rebuild, never
+            # reuse
+            if corpus is not None and not (
+                corpus.data is data
+                or corpus.data.images is data.images
+                or torch.equal(corpus.data.images, data.images)
+            ):
+                corpus = None
+            if corpus is None:
+                corpus = self._by_key[key] = Corpus(data, device)
+            return corpus
+
+    def clear(self) -> None:
+        with self._lock:
+            self._by_key.clear()
+
+
+CORPORA = _CorpusCache()
+
+
+def get_corpus(data: Dataset, device: torch.device | str | None = None) -> Corpus:
+    """The shared Corpus of `data` on `device` (built on first use)."""
+    dev = pick_device(device) if not isinstance(device, torch.device) else device
+    return CORPORA.get(data, dev)
+
+
+def global_posterior(
+    x_t: torch.Tensor, corpus: Corpus, abar: float, tau: float = 1.0
+) -> torch.Tensor:
+    """(B, N) exact global posterior weights w_i(x_t) at x_t (B, D) (GoldDiff's posterior over the
+    corpus)."""
+    return torch.softmax(global_logits(x_t, corpus.X, corpus.sqnorm, abar, tau), dim=1)
+
+
+# ----------------------------------------------------------------------------- aggregation kernels
+
+
+def aggregation_bytes(B: int, rows: int, D: int) -> int:
+    """Peak bytes of the (B, rows, D) float32 work tensors one aggregation holds at once (logits,
+    exp,
+    products: about four)."""
+    return 4 * B * rows * D * 4
+
+
+def subset_bytes(B: int, k: int, D: int) -> int:
+    """Bytes of gathering a (B, k, D) golden subset and aggregating over it with
+    `locality_subset`."""
+    work = (
+        3 * B * k * D * 4
+        if B * k * D <= 4 * CHUNK_ELEMS
+        else aggregation_bytes(B, chunk_rows(B, D), D)
+    )
+    return B * k * D * 4 + work
+
+
+def global_scan(x_t: torch.Tensor, corpus: Corpus, abar: float, tau: float) -> StreamingSoftmax:
+    """Exact global posterior mean by streaming over chunks of N (memory O(B * chunk)). x_t: (B,
+    D)."""
+    acc = StreamingSoftmax()
+    B = x_t.shape[0]
+    step = max(1024, CHUNK_ELEMS // max(1, B * 8))
+    check_memory(
+        4 * B * min(step, corpus.N) * 4 + 4 * B * corpus.D * 4,
+        f"the full-scan optimal step for n={B} samples over N={corpus.N} images",
+        "lower --n",
+        x_t.device,
+    )
+    for i in range(0, corpus.N, step):
+        rows = slice(i, i + step)
+        logits = global_logits(x_t, corpus.X[rows], corpus.sqnorm[rows], abar, tau)  # (B, chunk)
+        acc.add(logits[..., None], corpus.X[rows])
+    return acc
+
+
+def locality_scan(
+    x_t: torch.Tensor,
+    X: torch.Tensor,
+    M: torch.Tensor,
+    abar: float,
+    tau: float,
+    flag: torch.Tensor | None = None,
+) -> StreamingSoftmax:
+    """PCA-locality posterior over all rows of X (N, D), streamed in chunks; exact per-pixel
+    softmax.
+
+    x_t: (B, D); M: (D, D); flag: optional (B, N) bool marking a subset whose per-pixel mass is
+    wanted.
+    """
+    acc = StreamingSoftmax()
+    B, (N, D) = x_t.shape[0], X.shape
+    step = chunk_rows(B, D)
+    check_memory(
+        aggregation_bytes(B, min(step, N), D) + 4 * B * D * 4,
+        f"the full-scan PCA-locality step for n={B} samples "
+        f"(chunks of {min(step, N)} images, D={D})",
+        "lower --n",
+        x_t.device,
+    )
+    op, sqrt_abar, work = (
+        mask_operator(M, abar, tau),
+        math.sqrt(abar),
+        {},
+    )  # coef * M^T (dense or sparse), buffers
+    for i in range(0, N, step):
+        XcT = X[i : i + step].T.contiguous()  # (D, c), shared by the batch
+        parts = [
+            pixel_chunk_sums(
+                pixel_logits(x_t[b], XcT, sqrt_abar, op, work),
+                XcT,
+                None if flag is None else flag[b, i : i + step],
+                work,
+            )
+            for b in range(B)
+        ]
+        acc.merge(*(None if p[0] is None else torch.stack(p) for p in zip(*parts)))  # each (B, D)
+    return acc
+
+
+def locality_subset(
+    x_t: torch.Tensor,
+    Xs: torch.Tensor,
+    M: torch.Tensor,
+    abar: float,
+    tau: float,
+    S: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """PCA-locality posterior over a per-sample subset: Xs (B, k, D), or with S (B, k) indices the
+    corpus
+    Xs = X (N, D) whose rows S[b] are sample b's subset (gathered one sample at a time, never (B, k,
+    D)).
+
+    Returns x0_hat (B, D), per-pixel entropy (B, D), and the mean per-pixel weight of each subset
+    image (B, k)
+    when the (B, k, D) weights fit in a few chunks (else None, computed by streaming).
+    """
+    B, D = x_t.shape
+    k = int(S.shape[1]) if S is not None else int(Xs.shape[1])
+    rows = (lambda b: Xs[S[b]]) if S is not None else (lambda b: Xs[b])  # b -> (k, D)
+    op, sqrt_abar = mask_operator(M, abar, tau), math.sqrt(
+        abar
+    )  # coef * M^T, dense or sparse by density
+    if B * k * D <= 4 * CHUNK_ELEMS:  # one exact softmax per sample
+        outs = [
+            pixel_posterior(pixel_logits(x_t[b], XbT, sqrt_abar, op), XbT)
+            for b in range(B)
+            for XbT in (rows(b).T.contiguous(),)
+        ]  # XbT: (D, k)
+        return tuple(torch.stack(o) for o in zip(*outs))
+    acc, work = StreamingSoftmax(), {}
+    step = chunk_rows(B, D)
+    for i in range(0, k, step):
+        parts = []
+        for b in range(B):
+            XcT = rows(b)[i : i + step].T.contiguous()  # (D, c)
+            parts.append(
+                pixel_chunk_sums(pixel_logits(x_t[b], XcT, sqrt_abar, op, work), XcT, None, work)
+            )
+        acc.merge(*(None if p[0] is None else torch.stack(p) for p in zip(*parts)))
+    return acc.mean(), acc.entropy(), None

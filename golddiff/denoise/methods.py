@@ -1,0 +1,335 @@
+"""The five x0-denoisers behind one interface: optimal, wiener, pca, golddiff, hybrid.
+
+`make_denoiser(name, data, schedule, params=DenoiserParams(...), **overrides).denoise(x_t, t,
+generator)`
+returns a `DenoiseOutput`: the x0 estimate plus the raw material the diagnostics need (golden
+subset,
+per-pixel entropy, timings). Sources: optimal = the empirical-Bayes posterior mean (Karras et al.
+2022);
+wiener = the Gaussian posterior mean (Wang & Vastola 2023); pca = PCA-locality (Lukoianov et al.
+2025);
+golddiff = Shang et al. 2026 (coarse-to-fine retrieval of a golden subset, then PCA-locality over
+it).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import torch
+
+from ..core.schedule import NoiseSchedule, pool_size, subset_size
+from ..core.summaries import perplexity
+from ..data.datasets import Dataset
+from ..data.memory import check_memory
+from .corpus import (
+    Corpus,
+    get_corpus,
+    global_posterior,
+    global_scan,
+    locality_scan,
+    locality_subset,
+    subset_bytes,
+)
+from .params import METHODS, DenoiserParams
+from .retrieval import check_backend, fine_select, search_recall
+
+
+@dataclass
+class DenoiseOutput:
+    x0_hat: torch.Tensor  # (B, D) the x0 estimate
+    method: str  # the method that made it (hybrid: "wiener" or "golddiff")
+    pixel_entropy: torch.Tensor | None = None  # (B, D) per-pixel posterior entropy H(m), nats
+    subset: torch.Tensor | None = None  # (B, k_t) dataset indices of the golden subset S_t
+    subset_weight: torch.Tensor | None = (
+        None  # (B, k_t) mean over pixels of each subset image's weight
+    )
+    m_t: int | None = None  # coarse pool size
+    k_t: int | None = None  # golden subset size
+    timings: dict = field(default_factory=dict)  # seconds: screen, select, aggregate
+    search_recall: torch.Tensor | None = (
+        None  # (B,) share of the exact proxy top-k_max an approximate
+    )
+    # search found (None when the search was exact)
+    pool_nearest: torch.Tensor | None = (
+        None  # (B,) bool: the sample screened all N (nearest) this step
+    )
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class Denoiser:
+    """Base: holds the corpus, the schedule and the validated params (`DenoiserParams.validate`).
+    Subclasses implement `_denoise(x_t, t, abar, generator)`."""
+
+    name = "base"
+
+    def __init__(
+        self, corpus: Corpus, schedule: NoiseSchedule, params: DenoiserParams | None = None
+    ):
+        self.corpus, self.schedule = corpus, schedule
+        self.params = (params or DenoiserParams()).validate(self.name, corpus.N, corpus.shape)
+
+    @property
+    def temperature(self) -> float:
+        return self.params.temperature
+
+    @property
+    def device(self) -> torch.device:
+        return self.corpus.device
+
+    @torch.inference_mode()
+    def denoise(
+        self, x_t: torch.Tensor, t: int, generator: torch.Generator | None = None
+    ) -> DenoiseOutput:
+        """x_t: (B, D) on the corpus device -> DenoiseOutput with x0_hat (B, D)."""
+        if x_t.dim() != 2 or x_t.shape[1] != self.corpus.D:
+            raise ValueError(
+                f"x_t has shape {tuple(x_t.shape)}; expected (B, {self.corpus.D}) for this dataset."
+            )
+        if not torch.isfinite(x_t).all():
+            raise ValueError(
+                "x_t contains NaN or infinite values; restart sampling from finite noise."
+            )
+        return self._denoise(x_t, int(t), self.schedule.abar(t), generator)
+
+    def _denoise(self, x_t, t, abar, generator) -> DenoiseOutput:
+        raise NotImplementedError
+
+
+class OptimalDenoiser(Denoiser):
+    """Empirical-Bayes posterior mean over all N images (exact, streamed)."""
+
+    name = "optimal"
+
+    def _denoise(self, x_t, t, abar, generator):
+        t0 = time.perf_counter()
+        acc = global_scan(x_t, self.corpus, abar, self.temperature)
+        x0, H = acc.mean(), acc.entropy().expand(-1, self.corpus.D)
+        _sync(self.device)
+        return DenoiseOutput(
+            x0,
+            self.name,
+            pixel_entropy=H,
+            timings={"screen": 0.0, "select": 0.0, "aggregate": time.perf_counter() - t0},
+        )
+
+
+class WienerDenoiser(Denoiser):
+    """Closed-form Gaussian posterior mean from the data mean and covariance."""
+
+    name = "wiener"
+
+    def _denoise(self, x_t, t, abar, generator):
+        t0 = time.perf_counter()
+        x0 = self.corpus.stats.wiener(x_t, abar)
+        _sync(self.device)
+        return DenoiseOutput(
+            x0,
+            self.name,
+            timings={"screen": 0.0, "select": 0.0, "aggregate": time.perf_counter() - t0},
+        )
+
+
+class PCALocalityDenoiser(Denoiser):
+    """PCA-locality denoiser (Lukoianov et al.): one exact softmax per output pixel over all N (full
+    scan)."""
+
+    name = "pca"
+
+    def mask(self, t: int, abar: float) -> torch.Tensor:
+        """(D, D) the PCA-locality mask M_t of this denoiser's threshold and rule."""
+        return self.corpus.stats.mask(t, abar, self.params.mask_threshold, self.params.mask_rule)
+
+    def _denoise(self, x_t, t, abar, generator):
+        M = self.mask(t, abar)
+        t0 = time.perf_counter()
+        acc = locality_scan(x_t, self.corpus.X, M, abar, self.temperature)
+        x0, H = acc.mean(), acc.entropy()
+        _sync(self.device)
+        return DenoiseOutput(
+            x0,
+            self.name,
+            pixel_entropy=H,
+            timings={"screen": 0.0, "select": 0.0, "aggregate": time.perf_counter() - t0},
+        )
+
+
+class GoldDiffDenoiser(PCALocalityDenoiser):
+    """GoldDiff: coarse pool (m_t) -> proxy screen (k_max) -> full-res select (k_t) -> PCA-locality
+    over S_t."""
+
+    name = "golddiff"
+
+    def __init__(self, corpus, schedule, params=None):
+        super().__init__(corpus, schedule, params)
+        p = self.params
+        check_backend(p.backend)  # faiss installed when a faiss backend is asked for
+        self.k_min, self.k_max, self.low_res, self.pool = p.k_min, p.k_max, p.low_res, p.pool
+        corpus.proxy(
+            p.low_res, p.backend, p.nlist
+        )  # build (or load) the proxy index now, not mid-sampling
+
+    def sizes(self, t: int) -> tuple[int, int]:
+        """(m_t, k_t) at timestep t."""
+        sigma = self.schedule.sigma(t)
+        return pool_size(self.corpus.N, self.k_max, sigma), subset_size(
+            self.k_min, self.k_max, sigma
+        )
+
+    def draw_pool(self, m_t: int, B: int, generator: torch.Generator | None) -> torch.Tensor | None:
+        """(B, m_t) indices drawn uniformly without replacement per sample, or None when m_t = N.
+
+        One 62-bit seed is taken from `generator` (reproducible from the sampler's seed); numpy's
+        Generator.choice(replace=False) then draws each sample's m_t-subset exactly uniformly and
+        independently
+        (Floyd's algorithm for small m_t, a partial Fisher-Yates shuffle otherwise): 0.5 ms per
+        sample at
+        N = 60,000 against 16 ms for torch.randperm(N) on a 2-core CPU. The rows come back sorted.
+        """
+        N = self.corpus.N
+        if m_t >= N:
+            return None
+        rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,), generator=generator)))
+        pool = np.stack(
+            [np.sort(rng.choice(N, m_t, replace=False, shuffle=False)) for _ in range(B)]
+        )
+        return torch.from_numpy(pool).to(self.device)
+
+    def nearest_samples(self, x_t: torch.Tensor, abar: float, k_t: int) -> torch.Tensor:
+        """(B,) bool: which samples screen all N (nearest) instead of a random pool of m_t.
+
+        random / nearest: all False / all True. auto: a sample goes nearest once its exact global
+        posterior has
+        concentrated onto fewer images than the subset holds (perplexity exp(H) < k_t; one (B, D) @
+        (D, N)
+        product). Before that the posterior is flat and a random pool is its unbiased Monte-Carlo
+        sample;
+        after it the nearest images are the support. Measured on Fashion-MNIST (10 steps, k 3000 /
+        6000):
+        one-step r^2 against the full scan >= 0.986 at every step, where random dips to 0.964 (t =
+        400) and
+        nearest to 0.53 (t = 900).
+        """
+        B = x_t.shape[0]
+        if self.pool != "auto":
+            return torch.full((B,), self.pool == "nearest", dtype=torch.bool, device=self.device)
+        return (
+            perplexity(global_posterior(x_t, self.corpus, abar, self.temperature)) < k_t
+        )  # (B, N) -> (B,)
+
+    def _denoise(self, x_t, t, abar, generator):
+        corpus, sqrt_abar, p = self.corpus, math.sqrt(abar), self.params
+        m_t, k_t = self.sizes(t)
+        M = self.mask(t, abar)
+        index = corpus.proxy(p.low_res, p.backend, p.nlist)
+        # 1. coarse: pool of m_t (random) or all N (nearest), screened in the proxy space down to
+        # k_max
+        t0 = time.perf_counter()
+        B = x_t.shape[0]
+        near = self.nearest_samples(x_t, abar, k_t)  # (B,) bool
+        pool = (
+            self.draw_pool(m_t, B, generator) if not bool(near.all()) else None
+        )  # (B, m_t) or None
+        q = index.query(x_t)  # (B, d)
+        cand = torch.empty(
+            B, min(self.k_max, corpus.N), dtype=torch.long, device=self.device
+        )  # (B, k_max)
+        recall = None
+        for rows, pool_b in ((near, None), (~near, pool)):  # the two screening groups
+            if bool(rows.any()):
+                group_pool = None if pool_b is None else pool_b[rows]
+                cand[rows] = index.search(q[rows], sqrt_abar, self.k_max, group_pool, p.nprobe)
+        _sync(self.device)
+        t1 = time.perf_counter()
+        # 2. fine: full-resolution distance, keep the k_t nearest -> golden subset S_t
+        S = fine_select(x_t, corpus.X, corpus.sqnorm, cand, sqrt_abar, k_t)  # (B, k_t)
+        _sync(self.device)
+        t2 = time.perf_counter()
+        # 3. aggregate: exact per-pixel PCA-locality softmax over S_t only
+        B, D = x_t.shape
+        check_memory(
+            subset_bytes(B, int(S.shape[1]), D),
+            f"the ({B}, {int(S.shape[1])}, {D}) golden subset at t={t}",
+            "lower --n or --k-max",
+            self.device,
+        )
+        x0, H, wmean = locality_subset(x_t, corpus.X, M, abar, self.temperature, S=S)
+        _sync(self.device)
+        t3 = time.perf_counter()
+        # diagnostics (untimed): recall of an approximate search against the exact proxy top-k_max
+        if index.approximate and bool(near.any()) and index.uses_index(cand.shape[1], None):
+            recall = torch.full((B,), float("nan"), device=self.device)
+            recall[near] = search_recall(
+                cand[near], index.search(q[near], sqrt_abar, cand.shape[1], None, exact=True)
+            )
+        return DenoiseOutput(
+            x0,
+            self.name,
+            pixel_entropy=H,
+            subset=S,
+            subset_weight=wmean,
+            search_recall=recall,
+            pool_nearest=near,
+            m_t=corpus.N if bool(near.all()) else m_t,
+            k_t=int(S.shape[1]),
+            timings={"screen": t1 - t0, "select": t2 - t1, "aggregate": t3 - t2},
+        )
+
+
+class HybridDenoiser(Denoiser):
+    """Wiener while SNR_t < snr_switch (Gaussian regime, no data scan), GoldDiff after."""
+
+    name = "hybrid"
+
+    def __init__(self, corpus, schedule, params=None):
+        super().__init__(corpus, schedule, params)
+        self.wiener = WienerDenoiser(corpus, schedule, self.params)
+        self.golddiff = GoldDiffDenoiser(corpus, schedule, self.params)
+
+    def _denoise(self, x_t, t, abar, generator):
+        inner = self.wiener if self.schedule.snr(t) < self.params.snr_switch else self.golddiff
+        return inner._denoise(x_t, t, abar, generator)
+
+
+_CLASSES = {
+    cls.name: cls
+    for cls in (
+        OptimalDenoiser,
+        WienerDenoiser,
+        PCALocalityDenoiser,
+        GoldDiffDenoiser,
+        HybridDenoiser,
+    )
+}
+
+
+def make_denoiser(
+    name: str,
+    data: Dataset,
+    schedule: NoiseSchedule | None = None,
+    device: torch.device | str | None = None,
+    params: DenoiserParams | None = None,
+    **overrides,
+) -> Denoiser:
+    """Build a denoiser by name from `params` (default: DenoiserParams()) with keyword overrides.
+
+    One shared parameter set can configure any method: a parameter that this method does not use is
+    ignored,
+    a name no method knows is rejected with the list of valid ones, None means the dataset's
+    default.
+    """
+    if name not in _CLASSES:
+        raise ValueError(f"Unknown method '{name}'; choose one of: {', '.join(METHODS)}.")
+    DenoiserParams.from_mapping(overrides, name)  # rejects unknown names
+    merged = replace(
+        params or DenoiserParams(), **{k: v for k, v in overrides.items() if v is not None}
+    )
+    corpus = get_corpus(data, device)
+    return _CLASSES[name](corpus, schedule or NoiseSchedule(), merged)
