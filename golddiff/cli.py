@@ -1,8 +1,8 @@
 """Command line: python -m golddiff {info,sample,bench}.
 
 All I/O and printing of the CLI lives here. Errors a user can cause exit with status 2 and one
-sentence.
-The denoiser flags are generated from DenoiserParams, so every parameter has exactly one flag.
+sentence. The denoiser flags are generated from DenoiserParams, so every parameter has exactly one
+flag.
 """
 
 from __future__ import annotations
@@ -81,8 +81,7 @@ def cmd_info(args) -> int:
 
 def add_method_args(p: argparse.ArgumentParser) -> None:
     """A flag for every DenoiserParams field (built from its spec; None means the dataset's
-    default), plus the
-    device and the memory limit."""
+    default), plus the device and the memory limit."""
     from .denoise.params import DenoiserParams
 
     for spec in DenoiserParams.specs():

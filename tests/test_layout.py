@@ -189,12 +189,14 @@ def test_trajectory_meta_holds_the_params_of_the_method():
 
 
 def near_constant_ds(N=400, seed=3) -> Dataset:
-    """4x4 images with structure, plus one pixel that is nearly constant (like MNIST's border)."""
+    """4x4 images with structure, plus one pixel that is nearly constant (like MNIST's border) but moves
+    with the strongest factor: its row of L_t is about eps times a normal row while L_t[0, 0] ~ eps^2,
+    so |M0| reaches ~1/eps there."""
     rng = np.random.default_rng(seed)
     z = rng.standard_normal((N, 3))
     A = rng.standard_normal((3, 16))
     X = np.tanh(0.3 * z @ A + 0.2 * rng.standard_normal((N, 16)))
-    X[:, 0] = 0.5 + 1e-5 * rng.standard_normal(N)
+    X[:, 0] = 0.5 + 0.01 * z[:, 0]
     return Dataset(
         "near-constant",
         torch.tensor(X, dtype=torch.float32).reshape(N, 1, 4, 4),

@@ -1,7 +1,6 @@
 """Core layer: pure tensor math. The noise schedule and DDIM step, Gaussian statistics and
-PCA-locality masks,
-the posterior softmax kernels, and the summaries (entropy, perplexity, ESS, k_p, captured mass, r^2,
-MSE).
+PCA-locality masks, the posterior softmax kernels, and the summaries (entropy, perplexity, ESS,
+k_p, captured mass, r^2, MSE).
 
 Imports nothing from golddiff except the memory guard of the data layer.
 """

@@ -1,29 +1,24 @@
 """Posterior logits and the streaming (online) softmax that aggregates over chunks of training
 images.
 
-Sources: the empirical-Bayes posterior over training images (the "optimal" denoiser, Karras et al.
-2022;
-GoldDiff, Shang et al. 2026, eq. for w_i); the per-pixel PCA-locality posterior (Lukoianov et al.
-2025).
+Sources: the empirical-Bayes posterior over training images (the "optimal" denoiser, Karras et
+al. 2022; GoldDiff, Shang et al. 2026, eq. for w_i); the per-pixel PCA-locality posterior
+(Lukoianov et al. 2025).
 
 Global posterior (Optimal):   logit_i = -||x_t - sqrt(abar) x_i||^2 / (2 (1 - abar) tau)
-PCA-locality (per pixel m):   logit_i(m) = -sum_n M[n, m] (x_t[n] - sqrt(abar) x_i[n])^2 / (2 (1 -
-abar) tau)
+PCA-locality (per pixel m):
+    logit_i(m) = -sum_n M[n, m] (x_t[n] - sqrt(abar) x_i[n])^2 / (2 (1 - abar) tau)
 
 Terms that do not depend on i cancel in the softmax; `global_logits` drops ||x_t||^2 for that
-reason.
-Nothing here ever holds a (B, N, D) tensor: callers feed chunks of at most `chunk_rows(B, D)`
-images.
+reason. Nothing here ever holds a (B, N, D) tensor: callers feed chunks of at most
+`chunk_rows(B, D)` images.
 
 Pixel-major kernels (`MaskOperator`, `pixel_logits`, `pixel_posterior`, `pixel_chunk_sums`): one
-sample at a
-time in a (D, c) layout, L = (coef M^T) @ (x_t - sqrt(abar) X_c^T)^2, so one softmax runs along
-contiguous rows and
-the masked distance is one matmul per chunk: dense (D, D) @ (D, c), or a COO sparse @ dense product
-where the mask
-is sparse (low noise: 0.2-10% of entries on Fashion-MNIST for t <= 400). Per-sample tensors stay
-under ~32 MB, so
-the allocator reuses them instead of mapping fresh pages each call, which a (B, k, D) tensor forced.
+sample at a time in a (D, c) layout, L = (coef M^T) @ (x_t - sqrt(abar) X_c^T)^2, so one softmax
+runs along contiguous rows and the masked distance is one matmul per chunk: dense (D, D) @ (D, c),
+or a COO sparse @ dense product where the mask is sparse (low noise: 0.2-10% of entries on
+Fashion-MNIST for t <= 400). Per-sample tensors stay under ~32 MB, so the allocator reuses them
+instead of mapping fresh pages each call, which a (B, k, D) tensor forced.
 """
 
 from __future__ import annotations
@@ -40,12 +35,10 @@ CHUNK_ELEMS = 16 * 1024 * 1024
 
 
 # Largest mask density at which the sparse (COO) product beats the dense matmul. CPU, measured on a
-# 2-core EPYC
-# with D = 784 (median of 30, (D, D) @ (D, c)): 5 vs 26 ms at 2% density (c = 4,000), 20 vs 40 ms at
-# 5%,
-# 58 vs 108 ms at 9%; at 18% the dense matmul wins. CUDA: not measured here (no GPU in this
-# session); cuBLAS is
-# fast enough at D <= 3072 that only near-diagonal masks are sent to the sparse kernel.
+# 2-core EPYC with D = 784 (median of 30, (D, D) @ (D, c)): 5 vs 26 ms at 2% density (c = 4,000), 20
+# vs 40 ms at 5%, 58 vs 108 ms at 9%; at 18% the dense matmul wins. CUDA: not measured here (no GPU
+# in this session); cuBLAS is fast enough at D <= 3072 that only near-diagonal masks are sent to the
+# sparse kernel.
 SPARSE_MAX_DENSITY = {"cpu": 0.10, "cuda": 0.01}
 
 
@@ -92,9 +85,8 @@ class StreamingSoftmax:
     """Exact softmax-weighted average over chunks with an online log-sum-exp.
 
     Feed chunks of logits (B, c, P) with values (c, D) or (B, c, D), where P is D (one posterior per
-    pixel)
-    or 1 (one posterior shared by all pixels). Keeps, per (b, p): the running max mx, s0 = sum e,
-    s1 = sum e * logit (for the entropy) and sx = sum e * x, with e = exp(logit - mx).
+    pixel) or 1 (one posterior shared by all pixels). Keeps, per (b, p): the running max mx, s0 =
+    sum e, s1 = sum e * logit (for the entropy) and sx = sum e * x, with e = exp(logit - mx).
     Optionally also the mass s_sub = sum over flagged images of e (captured mass of a subset).
     """
 
@@ -137,8 +129,8 @@ class StreamingSoftmax:
         sx: torch.Tensor,
         sub: torch.Tensor | None = None,
     ) -> None:
-        """Fold in precomputed chunk sums, each (B, P) (sx: (B, D)), relative to their own max
-        mx."""
+        """Fold in precomputed chunk sums, each (B, P)
+        (sx: (B, D)), relative to their own max mx."""
         if self.mx is None:
             self.mx, self.s0, self.s1, self.sx, self.s_sub = mx, s0, s1, sx, sub
             return
@@ -173,9 +165,8 @@ class MaskOperator:
     sparse.
 
     `op(d)` with d: (D, c) returns (D, c) = coef * M^T @ d, i.e. out[m, i] = coef * sum_n M[n, m]
-    d[n, i].
-    sparse=None picks the sparse form when the density is at most SPARSE_MAX_DENSITY of the device
-    type.
+    d[n, i]. sparse=None picks the sparse form when the density is at most SPARSE_MAX_DENSITY of the
+    device type.
     """
 
     def __init__(self, M: torch.Tensor, coef: float, sparse: bool | None = None):
@@ -209,9 +200,9 @@ class MaskOperator:
 
 class _MaskPatterns:
     """M^T (dense, and sparse COO on first need) and the density of each live mask tensor, keyed by
-    id(M) with a
-    weak reference so an entry dies with its mask (masks themselves are cached per t in DataStats).
-    `MASK_PATTERNS.clear()` resets it (tests); a lock makes it safe for app sessions in threads."""
+    id(M) with a weak reference so an entry dies with its mask (masks themselves are cached per t in
+    DataStats). `MASK_PATTERNS.clear()` resets it (tests); a lock makes it safe for app sessions in
+    threads."""
 
     def __init__(self):
         self._lock = threading.Lock()
@@ -250,11 +241,10 @@ def pixel_logits(
 ) -> torch.Tensor:
     """Per-pixel logits of one sample, pixel-major. x: (D,); XcT: (D, c) contiguous.
 
-    Returns L: (D, c), L[m, i] = coef * sum_n M[n, m] (x[n] - sqrt_abar XcT[n, i])^2.
-    work: optional dict of reusable (D, c) buffers ("d", "L"), so a loop over samples and chunks
-    allocates
-    nothing large per call (fresh large tensors per call fragmented the heap to +400 MB peak on a
-    long scan).
+    Returns L: (D, c), L[m, i] = coef * sum_n M[n, m] (x[n] - sqrt_abar XcT[n, i])^2. work: optional
+    dict of reusable (D, c) buffers ("d", "L"), so a loop over samples and chunks allocates nothing
+    large per call (fresh large tensors per call fragmented the heap to +400 MB peak on a long
+    scan).
     """
     d = torch.add(x[:, None], XcT, alpha=-sqrt_abar, out=_buf(work, "d", XcT)).square_()  # (D, c)
     return op(d, out=_buf(work, "L", XcT))
@@ -276,8 +266,7 @@ def pixel_posterior(
     """Exact per-pixel softmax over all c images of one sample. L, XcT: (D, c).
 
     Returns x0 (D,) = sum_i w[m, i] X[i, m], entropy (D,) = lse - sum_i w L, and the mean over
-    pixels of each
-    image's weight (c,). lse is read off the largest weight: lse = max L - log max w.
+    pixels of each image's weight (c,). lse is read off the largest weight: lse = max L - log max w.
     """
     w = torch.softmax(L, dim=1)  # (D, c)
     lse = L.amax(1) - torch.log(w.amax(1))
@@ -291,8 +280,7 @@ def pixel_chunk_sums(
     bool.
 
     Returns (mx, s0, s1, sx, sub), each (D,) (sub None without a flag): mx = max_i L, e = exp(L -
-    mx),
-    s0 = sum e, s1 = sum e L, sx = sum e x, sub = sum over flagged images of e.
+    mx), s0 = sum e, s1 = sum e L, sx = sum e x, sub = sum over flagged images of e.
     """
     mx = L.amax(1)  # (D,)
     e = torch.sub(L, mx[:, None], out=_buf(work, "e", L)).exp_()  # (D, c)

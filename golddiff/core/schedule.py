@@ -1,11 +1,9 @@
 """DDPM noise schedule, DDIM timesteps and the DDIM (eta=0) update; GoldDiff's m_t / k_t schedules.
 
-Notation (docs/DESIGN.md): abar_t = prod_{s<=t} (1 - beta_s), SNR_t = abar_t / (1 - abar_t),
-sigma_t = sqrt(1 - abar_t). Forward process (Ho et al. 2020, eq. 4): x_t = sqrt(abar_t) x0 + sigma_t
-eps.
-DDIM (Song et al. 2021, eq. 12 with eta = 0): see `NoiseSchedule.ddim_step`.
-GoldDiff's pool and subset sizes (Shang et al. 2026, the linear schedules in sigma_t): `pool_size`,
-`subset_size`.
+Notation (docs/DESIGN.md): abar_t = prod_{s<=t} (1 - beta_s), SNR_t = abar_t / (1 - abar_t), sigma_t
+= sqrt(1 - abar_t). Forward process (Ho et al. 2020, eq. 4): x_t = sqrt(abar_t) x0 + sigma_t eps.
+DDIM (Song et al. 2021, eq. 12 with eta = 0): see `NoiseSchedule.ddim_step`. GoldDiff's pool and
+subset sizes (Shang et al. 2026, the linear schedules in sigma_t): `pool_size`, `subset_size`.
 """
 
 from __future__ import annotations
@@ -79,8 +77,8 @@ class NoiseSchedule:
 
 
 def pool_size(N: int, k_max: int, sigma: float) -> int:
-    """m_t = clamp(round(k_max + (N - k_max) (1 - sigma_t)), k_max, N): GoldDiff's coarse pool
-    size."""
+    """m_t = clamp(round(k_max + (N - k_max) (1 -
+    sigma_t)), k_max, N): GoldDiff's coarse pool size."""
     return int(min(N, max(k_max, round(k_max + (N - k_max) * (1.0 - sigma)))))
 
 

@@ -157,14 +157,11 @@ class DataStats:
 
     def _stable_m0(self, abar: float) -> torch.Tensor:
         """|M0| of this project's rule, in float64. Degenerate pixels (almost constant in the data,
-        e.g. MNIST's black
-        border: L[n, n] ~ 1e-10) would make L[n, m] / L[n, n] huge and set max |M0| alone, leaving
-        every other
-        pixel a neighbourhood of ~20 scattered pixels. Their rows (L[n, n] < DEGENERATE_REL * max
-        diag) are
-        dropped: their residual is the same for every training image, so it cancels in the softmax
-        anyway.
-        Each pixel keeps itself (M0[m, m] = 1). Returns (D, D) float64."""
+        e.g. MNIST's black border: L[n, n] ~ 1e-10) would make L[n, m] / L[n, n] huge and set max
+        |M0| alone, leaving every other pixel a neighbourhood of ~20 scattered pixels. Their rows
+        (L[n, n] < DEGENERATE_REL * max diag) are dropped: their residual is the same for every
+        training image, so it cancels in the softmax anyway. Each pixel keeps itself (M0[m, m] = 1).
+        Returns (D, D) float64."""
         L = self.locality_operator(abar)  # (D, D) float64
         diag = torch.diagonal(L).clone()
         degenerate = diag < DEGENERATE_REL * diag.max()
@@ -177,14 +174,11 @@ class DataStats:
 
     def _published_m0(self, abar: float) -> torch.Tensor:
         """|M0| of the official GoldDiff code's rule, reproduced for comparison: a float32 SVD of
-        the covariance with
-        divisor N - 1, L = U diag(s) V^T in float32, each row divided by its diagonal entry (entries
-        with
-        |L[n, n]| < PUBLISHED_EPS replaced by 1), and a binary threshold against the global max
-        |M0|. At float32
-        round-off the near-constant pixels set that max, so the mask is much sparser than the stable
-        rule's at
-        low noise (docs/DESIGN.md, "Deviations"). Returns (D, D) float32."""
+        the covariance with divisor N - 1, L = U diag(s) V^T in float32, each row divided by its
+        diagonal entry (entries with |L[n, n]| < PUBLISHED_EPS replaced by 1), and a binary
+        threshold against the global max |M0|. At float32 round-off the near-constant pixels set
+        that max, so the mask is much sparser than the stable rule's at low noise
+        (docs/DESIGN.md, "Deviations"). Returns (D, D) float32."""
         n = self.n if self.n is not None and self.n > 1 else 2
         U64, lam64 = self.eigvecs.double(), self.eigvals.double() * n / (n - 1)
         cov = ((U64 * lam64) @ U64.T).float()  # (D, D) float32, divisor N - 1
@@ -207,10 +201,9 @@ class DataStats:
         self, abar_t: float, abar_T: float
     ) -> tuple[torch.Tensor, float]:
         """Closed-form PF-ODE of the Gaussian (Wang & Vastola): per-eigenvector scale (D,) taking
-        the
-        coefficient of (x - sqrt(abar) mu) along u_k from time T to t, and the scale of the residual
-        outside the kept eigenvectors: sqrt((1 + abar_t (l_k - 1)) / (1 + abar_T (l_k - 1))) and
-        sqrt((1 - abar_t) / (1 - abar_T))."""
+        the coefficient of (x - sqrt(abar) mu) along u_k from time T to t, and the scale of the
+        residual outside the kept eigenvectors: sqrt((1 + abar_t (l_k - 1)) / (1 + abar_T (l_k -
+        1))) and sqrt((1 - abar_t) / (1 - abar_T))."""
         lam = self.eigvals.double()
         scale = torch.sqrt((1 + abar_t * (lam - 1)) / (1 + abar_T * (lam - 1)))
         return scale.float(), math.sqrt((1 - abar_t) / (1 - abar_T))
@@ -220,8 +213,7 @@ class DataStats:
         Returns (B, D).
 
         Along u_k: x - sqrt(abar) mu evolves by the Gaussian scale; all D eigenvectors are kept
-        here, so the
-        residual term (used when only the top eigenvectors are kept) vanishes."""
+        here, so the residual term (used when only the top eigenvectors are kept) vanishes."""
         U, mu = self.eigvecs, self.mean
         scale, _ = self.gaussian_trajectory_coeffs(abar_t, abar_T)
         z = (x_T - math.sqrt(abar_T) * mu) @ U  # (B, D)

@@ -46,9 +46,8 @@ def topk_recall(w: torch.Tensor, subset: torch.Tensor) -> torch.Tensor:
     """Fraction of the global top-k (k = |S|) that S contains. subset: (B, k) -> (B,).
 
     w: (B, N) weights or, better, the logits: at low noise the weights of all but a few images
-    underflow to
-    exactly 0 and their order (the rest of the top-k) would be arbitrary; logits keep the true
-    ranking.
+    underflow to exactly 0 and their order (the rest of the top-k) would be arbitrary; logits keep
+    the true ranking.
     """
     k = subset.shape[1]
     top = w.topk(k, dim=1).indices  # (B, k)

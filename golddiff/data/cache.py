@@ -1,9 +1,8 @@
 """On-disk array cache: atomic, versioned, checked on load, safe under concurrent builders.
 
 Used for decoded datasets (data.registry, data.folder), data statistics (denoise.corpus), faiss
-indexes
-(denoise.retrieval) and UMAP maps (explore.embed).
-Root: $GOLDDIFF_CACHE or ~/.cache/golddiff.
+indexes (denoise.retrieval) and UMAP maps (explore.embed). Root: $GOLDDIFF_CACHE or
+~/.cache/golddiff.
 """
 
 from __future__ import annotations
@@ -48,23 +47,19 @@ def cache_dir() -> Path:
 
 
 # ----------------------------------------------------------------------------- on-disk array cache
-#
-# An entry is a JSON manifest <slug>.json naming one immutable .npy file per array
-# (<slug>.<build id>.<array>.npy) with its shape, dtype, file size and a blake2b checksum. Writers
-# save the
-# .npy files under unique names, then os.replace the manifest: the manifest swap is the single
-# atomic commit,
-# so a reader sees either the old entry or the new one, never a mix. Builders of one key are
-# serialised by
-# an fcntl lock (where available) and re-check the entry after taking it, so concurrent processes
-# build once.
+# An entry is a JSON manifest <slug>.json naming one immutable .npy file per array (<slug>.<build
+# id>.<array>.npy) with its shape, dtype, file size and a blake2b checksum. Writers save the .npy
+# files under unique names, then os.replace the manifest: the manifest swap is the single atomic
+# commit, so a reader sees either the old entry or the new one, never a mix. Builders of one key are
+# serialised by an fcntl lock (where available) and re-check the entry after taking it, so
+# concurrent processes build once.
 
 CACHE_VERSION = 1
 
 
 class CacheRebuiltWarning(UserWarning):
-    """A cache entry on disk was invalid (truncated, other version, other source) and was
-    rebuilt."""
+    """A cache entry on disk was invalid (truncated,
+    other version, other source) and was rebuilt."""
 
 
 def _slug(key: str) -> str:
@@ -202,9 +197,8 @@ def _write_entry(key: str, arrays: dict[str, np.ndarray], meta) -> None:
                 p.unlink()
         raise
     # Delete the superseded entry's files now; anything else unreferenced (a killed writer's temp
-    # files, the
-    # files of a racing writer whose manifest lost) only once it is an hour old, so in-flight writes
-    # survive.
+    # files, the files of a racing writer whose manifest lost) only once it is an hour old, so in-
+    # flight writes survive.
     keep = {e["file"] for e in entries.values()}
     for p in [d / f for f in old if f not in keep] + list(d.glob(f"{slug}.*")):
         with contextlib.suppress(OSError):
@@ -237,17 +231,13 @@ def cached_arrays(
     afterwards.
 
     key: any string naming the content (include every parameter it depends on, e.g.
-    "stats/mnist/N60000");
-    build: returns {name: ndarray} with names of letters, digits and '_' and non-object dtypes;
-    meta: optional JSON-able description of the inputs (e.g. source file sizes); an entry whose
-    stored meta
-    differs is rebuilt. Every load checks version, key, file sizes, shapes and dtypes; verify=True
-    (or
-    $GOLDDIFF_VERIFY_CACHE=1) also checks the full checksum. An invalid entry is rebuilt with a
-    `CacheRebuiltWarning` saying why. When the cache folder cannot be written, the built arrays are
-    returned
-    uncached with a warning. Returns {name: array}; arrays are np.memmap (read-only) except empty
-    ones.
+    "stats/mnist/N60000"); build: returns {name: ndarray} with names of letters, digits and '_' and
+    non-object dtypes; meta: optional JSON-able description of the inputs (e.g. source file sizes);
+    an entry whose stored meta differs is rebuilt. Every load checks version, key, file sizes,
+    shapes and dtypes; verify=True (or $GOLDDIFF_VERIFY_CACHE=1) also checks the full checksum. An
+    invalid entry is rebuilt with a `CacheRebuiltWarning` saying why. When the cache folder cannot
+    be written, the built arrays are returned uncached with a warning. Returns {name: array}; arrays
+    are np.memmap (read-only) except empty ones.
     """
     if verify is None:
         verify = os.environ.get("GOLDDIFF_VERIFY_CACHE", "") not in ("", "0")

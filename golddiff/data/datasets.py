@@ -1,5 +1,5 @@
-"""The Dataset container and the one conversion between stored uint8 pixels and model space [-1,
-1]."""
+"""The Dataset container and the one conversion
+between stored uint8 pixels and model space [-1, 1]."""
 
 from __future__ import annotations
 
@@ -59,8 +59,7 @@ def to_unit_range(u8: np.ndarray) -> torch.Tensor:
 
 def to_uint8(x: np.ndarray | torch.Tensor) -> np.ndarray:
     """Model-space values in [-1, 1] (any shape) -> uint8 pixels 0..255 (clipped, rounded): inverse
-    of
-    `to_unit_range` up to rounding."""
+    of `to_unit_range` up to rounding."""
     x = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
     return (np.clip((x.astype(np.float32) + 1.0) * 127.5, 0.0, 255.0)).round().astype(np.uint8)
 

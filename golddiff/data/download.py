@@ -62,12 +62,9 @@ def download(
     """Download the first mirror in `urls` that works into `dest`, checking its md5; returns dest.
 
     Bytes go to a uniquely named temp file next to dest, renamed only after the checksum matches, so
-    a
-    failed or interrupted download leaves nothing behind. progress(done_bytes, total_bytes or None)
-    is
-    called as data arrives. Raises DownloadError (a ValueError) naming the last reason when every
-    mirror
-    fails.
+    a failed or interrupted download leaves nothing behind. progress(done_bytes, total_bytes or
+    None) is called as data arrives. Raises DownloadError (a ValueError) naming the last reason when
+    every mirror fails.
     """
     dest.parent.mkdir(parents=True, exist_ok=True)
     reason = "no mirror given"
@@ -125,8 +122,8 @@ def find_files(folder: str, names: tuple[str, ...]) -> list[Path] | None:
 
 
 def files_meta(paths: list[Path]) -> list:
-    """[path, size, mtime_ns] per source file: a changed or moved source rebuilds the decoded
-    cache."""
+    """[path, size, mtime_ns] per source file: a changed
+    or moved source rebuilds the decoded cache."""
     return [[str(p), (st := p.stat()).st_size, st.st_mtime_ns] for p in paths]
 
 

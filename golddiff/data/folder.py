@@ -44,8 +44,7 @@ def _list_images(root: Path) -> list[Path]:
 
 def _to_rgb_square(im, res: int) -> np.ndarray:
     """A PIL image -> (res, res, 3) uint8: alpha composited on white, shorter side resized to res
-    (bicubic;
-    skipped when it already equals res), then centre-cropped."""
+    (bicubic; skipped when it already equals res), then centre-cropped."""
     from PIL import Image
 
     if im.mode in ("RGBA", "LA", "PA", "La", "RGBa") or (

@@ -1,6 +1,6 @@
 """Memory guard: estimate the bytes a big structure needs and refuse with a clear ValueError instead
-of being
-killed by the kernel's OOM killer (or a CUDA out-of-memory error half way through a run).
+of being killed by the kernel's OOM killer (or a CUDA out-of-memory error half way through a
+run).
 
 The limit for one structure is the smaller of
   - what the device has free now: /proc/meminfo MemAvailable (else sysconf AVPHYS_PAGES * PAGE_SIZE)

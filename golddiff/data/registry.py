@@ -10,12 +10,10 @@ Names `load_dataset` understands:
   folder:PATH  /  folder:PATH?res=R any folder of png/jpg/jpeg/webp/bmp images (see `load_folder`)
 
 File-backed sets are searched, in order, in $GOLDDIFF_DATA/<name>/, /usr/share/datasets/<name>/
-(Debian
-packages, e.g. dataset-fashion-mnist) and <cache>/downloads/<name>/; when none holds them they are
-downloaded from the official host (md5 checked) unless $GOLDDIFF_OFFLINE is set. Decoded images are
-cached
-once as uint8 .npy files under <cache>/arrays/ (see `cached_arrays`) and memory-mapped on later
-loads.
+(Debian packages, e.g. dataset-fashion-mnist) and <cache>/downloads/<name>/; when none holds them
+they are downloaded from the official host (md5 checked) unless $GOLDDIFF_OFFLINE is set. Decoded
+images are cached once as uint8 .npy files under <cache>/arrays/ (see `cached_arrays`) and
+memory-mapped on later loads.
 """
 
 from __future__ import annotations
@@ -310,9 +308,9 @@ def load_dataset(name: str, progress: ProgressFn | None = None) -> Dataset:
     """Load a dataset by name (memoised in-process). Images (N, C, H, W) float32 in [-1, 1].
 
     name: a registry name (see `dataset_names`) or 'folder:PATH' / 'folder:PATH?res=R' (see
-    `load_folder`);
-    the name alone identifies the data, so the CLI and the app can pass it through unchanged.
-    progress(done_bytes, total_bytes or None) is called while a missing file-backed set downloads.
+    `load_folder`); the name alone identifies the data, so the CLI and the app can pass it through
+    unchanged. progress(done_bytes, total_bytes or None) is called while a missing file-backed set
+    downloads.
     """
     memo = DATASETS.get(name)
     if memo is not None:

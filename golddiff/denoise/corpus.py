@@ -1,12 +1,10 @@
 """The corpus (a dataset placed on a device with what every method needs) and the scans over it.
 
 Global posterior (empirical Bayes, the "optimal" denoiser): w_i = softmax_i(-||x_t - sqrt(abar)
-x_i||^2 /
-(2 (1 - abar) tau)), `global_posterior` / `global_scan`. PCA-locality posterior per output pixel
-over all N
-(`locality_scan`, Lukoianov et al. 2025) or over a golden subset (`locality_subset`, GoldDiff, Shang
-et al. 2026).
-Scans stream over chunks of images with an exact online log-sum-exp: never a (B, N, D) tensor.
+x_i||^2 / (2 (1 - abar) tau)), `global_posterior` / `global_scan`. PCA-locality posterior per output
+pixel over all N (`locality_scan`, Lukoianov et al. 2025) or over a golden subset
+(`locality_subset`, GoldDiff, Shang et al. 2026). Scans stream over chunks of images with an exact
+online log-sum-exp: never a (B, N, D) tensor.
 """
 
 from __future__ import annotations
@@ -39,8 +37,7 @@ class Corpus:
     proxies.
 
     Built once per (dataset, device) by `get_corpus` and shared by all denoisers; never mutated
-    after build
-    except for its lazily filled caches (statistics, masks, proxy indexes).
+    after build except for its lazily filled caches (statistics, masks, proxy indexes).
     """
 
     def __init__(self, data: Dataset, device: torch.device):
@@ -109,8 +106,8 @@ class Corpus:
 
 class _CorpusCache:
     """The Corpus of each (dataset, device) in this process, shared by every denoiser and app
-    session.
-    `CORPORA.clear()` resets it (tests); a lock serialises builds (app sessions run in threads)."""
+    session. `CORPORA.clear()` resets it (tests); a lock serialises builds (app sessions run in
+    threads)."""
 
     def __init__(self):
         self._lock = threading.Lock()
@@ -159,8 +156,7 @@ def global_posterior(
 
 def aggregation_bytes(B: int, rows: int, D: int) -> int:
     """Peak bytes of the (B, rows, D) float32 work tensors one aggregation holds at once (logits,
-    exp,
-    products: about four)."""
+    exp, products: about four)."""
     return 4 * B * rows * D * 4
 
 
@@ -176,8 +172,8 @@ def subset_bytes(B: int, k: int, D: int) -> int:
 
 
 def global_scan(x_t: torch.Tensor, corpus: Corpus, abar: float, tau: float) -> StreamingSoftmax:
-    """Exact global posterior mean by streaming over chunks of N (memory O(B * chunk)). x_t: (B,
-    D)."""
+    """Exact global posterior mean by streaming over
+    chunks of N (memory O(B * chunk)). x_t: (B, D)."""
     acc = StreamingSoftmax()
     B = x_t.shape[0]
     step = max(1024, CHUNK_ELEMS // max(1, B * 8))
@@ -247,13 +243,11 @@ def locality_subset(
     S: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """PCA-locality posterior over a per-sample subset: Xs (B, k, D), or with S (B, k) indices the
-    corpus
-    Xs = X (N, D) whose rows S[b] are sample b's subset (gathered one sample at a time, never (B, k,
-    D)).
+    corpus Xs = X (N, D) whose rows S[b] are sample b's subset (gathered one sample at a time, never
+    (B, k, D)).
 
     Returns x0_hat (B, D), per-pixel entropy (B, D), and the mean per-pixel weight of each subset
-    image (B, k)
-    when the (B, k, D) weights fit in a few chunks (else None, computed by streaming).
+    image (B, k) when the (B, k, D) weights fit in a few chunks (else None, computed by streaming).
     """
     B, D = x_t.shape
     k = int(S.shape[1]) if S is not None else int(Xs.shape[1])

@@ -1,15 +1,11 @@
 """The five x0-denoisers behind one interface: optimal, wiener, pca, golddiff, hybrid.
 
 `make_denoiser(name, data, schedule, params=DenoiserParams(...), **overrides).denoise(x_t, t,
-generator)`
-returns a `DenoiseOutput`: the x0 estimate plus the raw material the diagnostics need (golden
-subset,
-per-pixel entropy, timings). Sources: optimal = the empirical-Bayes posterior mean (Karras et al.
-2022);
-wiener = the Gaussian posterior mean (Wang & Vastola 2023); pca = PCA-locality (Lukoianov et al.
-2025);
-golddiff = Shang et al. 2026 (coarse-to-fine retrieval of a golden subset, then PCA-locality over
-it).
+generator)` returns a `DenoiseOutput`: the x0 estimate plus the raw material the diagnostics need
+(golden subset, per-pixel entropy, timings). Sources: optimal = the empirical-Bayes posterior mean
+(Karras et al. 2022); wiener = the Gaussian posterior mean (Wang & Vastola 2023); pca = PCA-locality
+(Lukoianov et al. 2025); golddiff = Shang et al. 2026 (coarse-to-fine retrieval of a golden subset,
+then PCA-locality over it).
 """
 
 from __future__ import annotations
@@ -188,10 +184,9 @@ class GoldDiffDenoiser(PCALocalityDenoiser):
 
         One 62-bit seed is taken from `generator` (reproducible from the sampler's seed); numpy's
         Generator.choice(replace=False) then draws each sample's m_t-subset exactly uniformly and
-        independently
-        (Floyd's algorithm for small m_t, a partial Fisher-Yates shuffle otherwise): 0.5 ms per
-        sample at
-        N = 60,000 against 16 ms for torch.randperm(N) on a 2-core CPU. The rows come back sorted.
+        independently (Floyd's algorithm for small m_t, a partial Fisher-Yates shuffle otherwise):
+        0.5 ms per sample at N = 60,000 against 16 ms for torch.randperm(N) on a 2-core CPU. The
+        rows come back sorted.
         """
         N = self.corpus.N
         if m_t >= N:
@@ -321,9 +316,8 @@ def make_denoiser(
     """Build a denoiser by name from `params` (default: DenoiserParams()) with keyword overrides.
 
     One shared parameter set can configure any method: a parameter that this method does not use is
-    ignored,
-    a name no method knows is rejected with the list of valid ones, None means the dataset's
-    default.
+    ignored, a name no method knows is rejected with the list of valid ones, None means the
+    dataset's default.
     """
     if name not in _CLASSES:
         raise ValueError(f"Unknown method '{name}'; choose one of: {', '.join(METHODS)}.")

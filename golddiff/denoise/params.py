@@ -1,13 +1,10 @@
 """`DenoiserParams`: every denoiser parameter, defined once.
 
 Each field carries a `ParamSpec` (its default, valid range or choices, a one-line help text and the
-methods that
-use it). `make_denoiser`'s validation, the CLI flags, the app's sidebar widgets and the trajectory
-and bench
-metadata are all built from these specs. A field left None takes its default for the dataset at hand
-(`DenoiserParams.resolve`): k_min ~ N/20 and k_max ~ N/10, the proxy resolution, and the mask
-threshold of the
-GoldDiff paper's table for that resolution.
+methods that use it). `make_denoiser`'s validation, the CLI flags, the app's sidebar widgets and the
+trajectory and bench metadata are all built from these specs. A field left None takes its default
+for the dataset at hand (`DenoiserParams.resolve`): k_min ~ N/20 and k_max ~ N/10, the proxy
+resolution, and the mask threshold of the GoldDiff paper's table for that resolution.
 """
 
 from __future__ import annotations
@@ -24,11 +21,9 @@ GOLD = ("golddiff", "hybrid")  # the methods that retrieve a golden subset
 LOCAL = ("pca", "golddiff", "hybrid")  # the methods that use the PCA-locality mask
 POOL_MODES = ("random", "nearest", "auto")
 # Hybrid default: Wiener below this SNR. Measured on Fashion-MNIST (one step at the same x_t against
-# the
-# full-scan PCA-locality denoiser), Wiener's r^2 is 0.999 / 0.992 at SNR 0.0003 / 0.0015 (t = 900,
-# 800) and
-# falls to 0.965 at SNR 0.007, 0.87 by SNR 0.08; so only the first steps of a 10-step run go
-# Gaussian.
+# the full-scan PCA-locality denoiser), Wiener's r^2 is 0.999 / 0.992 at SNR 0.0003 / 0.0015 (t =
+# 900, 800) and falls to 0.965 at SNR 0.007, 0.87 by SNR 0.08; so only the first steps of a 10-step
+# run go Gaussian.
 SNR_SWITCH = 0.005
 
 
@@ -180,8 +175,7 @@ class DenoiserParams:
     @classmethod
     def from_mapping(cls, values: dict | None, method: str | None = None) -> "DenoiserParams":
         """Build from a dict (e.g. CLI or sidebar values). None values stay None (= default). A name
-        that no
-        method knows is rejected with the names `method` accepts."""
+        that no method knows is rejected with the names `method` accepts."""
         values = dict(values or {})
         unknown = [k for k, v in values.items() if k not in cls.names() and v is not None]
         if unknown:
@@ -197,10 +191,9 @@ class DenoiserParams:
     @staticmethod
     def dataset_defaults(N: int, shape: tuple[int, int, int]) -> dict:
         """The dataset-dependent defaults: k_min ~ N/20, k_max ~ N/10 (the paper's ratio), the proxy
-        resolution,
-        and the mask threshold of the GoldDiff paper's table by resolution: 0.02 up to 28x28 (MNIST,
-        Fashion-MNIST), 0.03 from 32 (CIFAR-10), 0.04 from 64 (AFHQ); 0 for 2-D toy points (all-ones
-        mask).
+        resolution, and the mask threshold of the GoldDiff paper's table by resolution: 0.02 up to
+        28x28 (MNIST, Fashion-MNIST), 0.03 from 32 (CIFAR-10), 0.04 from 64 (AFHQ); 0 for 2-D toy
+        points (all-ones mask).
         """
         k_min = max(1, round(N / 20))
         H = int(shape[1])
@@ -233,8 +226,8 @@ class DenoiserParams:
 
     def validate(self, method: str, N: int, shape: tuple[int, int, int]) -> "DenoiserParams":
         """Check the fields `method` uses against their specs and each other; return the resolved,
-        normalised
-        params (whole numbers as int). Raises ValueError with one sentence saying what to change."""
+        normalised params (whole numbers as int). Raises ValueError with one sentence saying what to
+        change."""
         if method not in METHODS:
             raise ValueError(f"Unknown method '{method}'; choose one of: {', '.join(METHODS)}.")
         p = self.resolve(N, shape)
@@ -259,8 +252,8 @@ def default_low_res(shape: tuple[int, int, int]) -> int:
 
 
 def _check_value(s: ParamSpec, v):
-    """One field against its spec; returns it normalised (int for whole numbers). Raises
-    ValueError."""
+    """One field against its spec; returns it normalised
+    (int for whole numbers). Raises ValueError."""
     if s.choices is not None:
         if v not in s.choices:
             what = {"pool": "pool mode", "backend": "search backend", "mask_rule": "mask rule"}.get(
@@ -296,8 +289,7 @@ def _check_value(s: ParamSpec, v):
 
 def _check_subset_sizes(p: DenoiserParams, N: int, shape: tuple[int, int, int]) -> None:
     """The cross-field rules of the golden subset: k_min <= k_max <= N, a proxy resolution that
-    divides the
-    image, and nlist / nprobe only with faiss-ivf."""
+    divides the image, and nlist / nprobe only with faiss-ivf."""
     if p.k_min > p.k_max:
         raise ValueError(f"k_min={p.k_min} is larger than k_max={p.k_max}; make k_min <= k_max.")
     if p.k_max > N:

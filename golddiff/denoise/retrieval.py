@@ -87,9 +87,8 @@ def exact_topk(
     """Indices (B, k) of the k smallest ||q_b - scale x_i||^2 over all N rows, or over pool[b] (B,
     m) when given.
 
-    Blocks of queries so that a (rows, N) distance block stays under BLOCK_ELEMS; rows outside the
-    pool are
-    masked to +inf before topk. k must be <= N (and <= m with a pool).
+    Blocks of queries so that a (rows, N) distance block stays under BLOCK_ELEMS; rows outside
+    the pool are masked to +inf before topk. k must be <= N (and <= m with a pool).
     """
     B, N = q.shape[0], X.shape[0]
     rows = max(1, BLOCK_ELEMS // max(1, N))
@@ -161,8 +160,7 @@ class ProxyIndex:
 
     Built once per (dataset, low_res, backend, nlist) by Corpus.proxy and reused by every step.
     `search(q, scale, k, pool, nprobe)` returns the k nearest proxies to each query among `pool` (B,
-    m) indices,
-    or among all N when pool is None.
+    m) indices, or among all N when pool is None.
 
     X: (N, D) images on the corpus device; name: dataset name for the on-disk IVF cache key;
     P: optional precomputed proxies (N, d) to share between backends of the same low_res.
@@ -210,8 +208,8 @@ class ProxyIndex:
 
     def _build_faiss(self, name: str):
         """IndexFlatL2 (not cached on disk: adding N rows takes milliseconds) or a trained
-        IndexIVFFlat cached
-        on disk by (name, N, shape, low_res, nlist, hash of P); moved to the GPU when faiss has one.
+        IndexIVFFlat cached on disk by (name, N, shape, low_res, nlist, hash of P); moved to the
+        GPU when faiss has one.
         """
         import faiss
 
@@ -284,9 +282,8 @@ class ProxyIndex:
         or all N.
 
         q: (B, d) proxy queries on the corpus device. With a pool of m <= k the pool itself is
-        returned.
-        exact=True forces the exact torch path (used to measure the recall of the approximate
-        backend).
+        returned. exact=True forces the exact torch path (used to measure the recall of the
+        approximate backend).
         """
         if pool is not None:
             if pool.shape[1] <= k:
@@ -342,8 +339,8 @@ def fine_select(
     (B, k).
 
     When the candidates cover a large share of N (B * c >= N / 4), one (B, N) matmul and a gather
-    beat gathering
-    the (B, c, D) rows: 18 ms against 63 ms on Fashion-MNIST with B = 8, c = 6,000, N = 60,000.
+    beat gathering the (B, c, D) rows: 18 ms against 63 ms on Fashion-MNIST with B = 8, c =
+    6,000, N = 60,000.
     """
     if cand.shape[1] <= k:
         return cand

@@ -1,8 +1,7 @@
 """Explore layer: what the app's pages compute (lessons), their Plotly figures, and the UMAP map.
 
 The pages import these modules (`from golddiff.explore import figures, lessons, ...`) and lay out
-what they
-return; nothing here imports streamlit.
+what they return; nothing here imports streamlit.
 """
 
 from . import embed, figures, gaussian, lesson_figures, lessons, style

@@ -1,25 +1,18 @@
 """A 2-D UMAP map of a training set, cached on disk, and the placement of new points on it.
 
 The app draws three things on one map: the training set, the golden subset S_t at step t and the
-trajectory
-of x0_hat. `build_map` fits UMAP (umap-learn) on at most `max_points` images drawn with a fixed seed
-and caches
-the coordinates under cache.cache_dir()/umap (npz written to a temp file, then renamed); `load_map`
-returns the
-cached map, or None when it has not been built yet (so the app can offer to build it with its own
-progress).
+trajectory of x0_hat. `build_map` fits UMAP (umap-learn) on at most `max_points` images drawn with a
+fixed seed and caches the coordinates under cache.cache_dir()/umap (npz written to a temp file, then
+renamed); `load_map` returns the cached map, or None when it has not been built yet (so the app can
+offer to build it with its own progress).
 
 Placement of new points (`EmbeddingMap.transform`) is NOT umap's own transform: it is a
-k-nearest-neighbour
-interpolation in the embedded space. For each new x the k nearest embedded training images (exact
-Euclidean
-distance in pixel space) are found and x is placed at their coordinates averaged with
-inverse-square-distance
-weights (Shepard interpolation). A training image therefore lands on its own coordinates, transform
-needs
-neither the fitted UMAP object nor numba, and the cache is just coordinates. A blurry x0_hat at high
-noise sits
-between its neighbours' positions, which is what it is: an average of training images.
+k-nearest-neighbour interpolation in the embedded space. For each new x the k nearest embedded
+training images (exact Euclidean distance in pixel space) are found and x is placed at their
+coordinates averaged with inverse-square-distance weights (Shepard interpolation). A training image
+therefore lands on its own coordinates, transform needs neither the fitted UMAP object nor numba,
+and the cache is just coordinates. A blurry x0_hat at high noise sits between its neighbours'
+positions, which is what it is: an average of training images.
 
 2-D toy datasets (D = 2) need no embedding: their map is the points themselves ("identity").
 """
@@ -62,8 +55,7 @@ class EmbeddingMap:
         """Place new points (B, D) (e.g. x0_hat along a trajectory) on the map: (B, 2).
 
         kNN interpolation: the k nearest embedded images in pixel space, weights 1 / d^2 (exact
-        match -> its
-        own coordinates). Identity maps return the points themselves.
+        match -> its own coordinates). Identity maps return the points themselves.
         """
         x = torch.as_tensor(np.asarray(x) if not torch.is_tensor(x) else x).detach().float().cpu()
         if x.dim() != 2 or x.shape[1] != self.points.shape[1]:
@@ -189,8 +181,7 @@ def build_map(
 
     progress(fraction, text) is called before and after the fit (UMAP reports no finer progress).
     Fitting 20,000 images of 784 pixels takes about a minute on 2 CPU cores (plus ~30 s of numba
-    compilation
-    on first use in a process); the cached map loads in well under a second.
+    compilation on first use in a process); the cached map loads in well under a second.
     """
     report = progress or (lambda f, s: None)
     cached = load_map(data, max_points, seed, n_neighbors, min_dist)

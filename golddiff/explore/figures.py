@@ -3,10 +3,8 @@ records in,
 figure out; never imports streamlit.
 
 Every figure takes (traj, step, sample): the chosen step (0-based index into traj.records) and the
-chosen
-sample of the batch, so the page re-draws them as a slider moves. SNR axes are logarithmic and run
-from noisy
-(left) to clean (right).
+chosen sample of the batch, so the page re-draws them as a slider moves. SNR axes are logarithmic
+and run from noisy (left) to clean (right).
 """
 
 from __future__ import annotations
@@ -75,9 +73,8 @@ def step_images(traj, step: int, sample: int) -> go.Figure:
     side.
 
     The entropy colour scale is fixed over the whole trajectory of the sample (0 .. its largest
-    value), so
-    the map visibly cools as the posterior concentrates. Methods without per-pixel posteriors get
-    two panels.
+    value), so the map visibly cools as the posterior concentrates. Methods without per-pixel
+    posteriors get two panels.
     """
     rec = traj.records[step]
     has_map = rec.pixel_entropy is not None
@@ -119,8 +116,7 @@ def gallery(
     width_px: int = 800,
 ) -> go.Figure:
     """A grid of images (n, C, H, W) in [-1, 1] drawn as ONE uint8 image trace (small to send), a
-    caption under
-    each tile, and a hover text per tile (e.g. its dataset index).
+    caption under each tile, and a hover text per tile (e.g. its dataset index).
 
     width_px: the expected drawn width, used to pick a height that keeps the pixels square.
     """
@@ -185,8 +181,8 @@ def subset_view(
     """Which training images to show for this step: (indices (n,), weights (n,), what they are).
 
     Subset methods: S_t's images ranked by their mean per-pixel posterior weight (ranked_idx /
-    ranked_w).
-    Methods without a subset: the global posterior's top images (top_idx / top_w), labelled as such.
+    ranked_w). Methods without a subset: the global posterior's top images (top_idx / top_w),
+    labelled as such.
     """
     rec = traj.records[step]
     if rec.ranked_idx is not None:
@@ -219,8 +215,8 @@ def _layout(fig: go.Figure, title: str) -> None:
 
 def entropy_vs_snr(traj, step: int, sample: int) -> go.Figure:
     """Global posterior entropy H and mean per-pixel entropy against SNR (log x), one line per
-    sample (the
-    chosen one bold), log N as the ceiling (uniform posterior), and a marker on the chosen step."""
+    sample (the chosen one bold), log N as the ceiling (uniform posterior), and a marker on the
+    chosen step."""
     snr = traj.scalars("snr")  # (S,)
     H = traj.series("entropy")  # (S, B)
     Hp = traj.series("pixel_entropy_mean")  # (S, B), NaN without per-pixel maps
@@ -289,8 +285,8 @@ def entropy_vs_snr(traj, step: int, sample: int) -> go.Figure:
 
 def support_vs_snr(traj, step: int, sample: int) -> go.Figure:
     """Effective support of the global posterior (perplexity, ESS, k_0.99) for the chosen sample
-    against SNR,
-    log-log, with GoldDiff's budgets k_t and m_t and N overlaid, and markers on the chosen step."""
+    against SNR, log-log, with GoldDiff's budgets k_t and m_t and N overlaid, and markers on the
+    chosen step."""
     snr = traj.scalars("snr")
     N = traj.records[0].N
     fig = go.Figure()
@@ -363,10 +359,9 @@ def support_vs_snr(traj, step: int, sample: int) -> go.Figure:
 
 def umap_figure(emap, traj, step: int, sample: int) -> go.Figure:
     """The training set on a 2-D map (grey), the golden subset S_t of the chosen sample (gold), its
-    top images
-    coloured by weight, and the x0_hat trajectory of that sample placed on the map (line; the chosen
-    step
-    ringed). emap: golddiff.embed.EmbeddingMap (coords (n, 2), locate(idx), transform(x))."""
+    top images coloured by weight, and the x0_hat trajectory of that sample placed on the map
+    (line; the chosen step ringed). emap: golddiff.embed.EmbeddingMap (coords (n, 2),
+    locate(idx), transform(x))."""
     rec = traj.records[step]
     fig = go.Figure()
     fig.add_trace(

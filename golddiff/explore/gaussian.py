@@ -40,11 +40,10 @@ def gaussian_demo(data: Dataset, steps: int, n: int, seed: int, device=None) -> 
     """The same x_T (B, D) through DDIM with the Wiener denoiser and through the closed-form
     Gaussian PF-ODE.
 
-    Returns ts, the DDIM states x_t and Wiener x0_hat at each t (lists of (B, D)), the closed-form
-    states at
-    the same t, the DDIM sample (last x0_hat) and the closed-form endpoint at t = 0, and the r^2 of
-    the DDIM
-    sample against the closed-form endpoint (1 when the DDIM discretization error is negligible)."""
+    Returns ts, the DDIM states x_t and Wiener x0_hat at each t (lists of (B, D)), the
+    closed-form states at the same t, the DDIM sample (last x0_hat) and the closed-form endpoint
+    at t = 0, and the r^2 of the DDIM sample against the closed-form endpoint (1 when the DDIM
+    discretization error is negligible)."""
     sch = NoiseSchedule()
     ts = sch.timesteps(steps)
     den = make_denoiser("wiener", data, sch, device=device)
@@ -88,11 +87,9 @@ def wiener_gap(
     """How far the Gaussian (Wiener) x0_hat is from the exact global posterior mean, per timestep.
 
     x_t = sqrt(abar_t) x_i + sigma_t eps for n random training images x_i (the forward process, i.e.
-    the
-    states a trained model sees). Returns arrays over ts: t, snr, mse (Wiener vs exact, [0, 1]
-    units),
-    r2 (Wiener against exact), and the exact posterior's perplexity / N (1 = uniform, 1/N = one
-    image).
+    the states a trained model sees). Returns arrays over ts: t, snr, mse (Wiener vs exact, [0, 1]
+    units), r2 (Wiener against exact), and the exact posterior's perplexity / N (1 = uniform, 1/N =
+    one image).
     """
     schedule = schedule or NoiseSchedule()
     corpus = get_corpus(data, device)
@@ -119,8 +116,8 @@ def ddim_from(
     den: Denoiser, x: torch.Tensor, ts: list[int], seed: int = 0
 ) -> tuple[torch.Tensor, float]:
     """Plain DDIM (eta = 0) with `den` from state x (B, D) at ts[0] through ts; returns the last
-    x0_hat (B, D)
-    and the wall time in seconds. No diagnostics, so timings compare like with like."""
+    x0_hat (B, D) and the wall time in seconds. No diagnostics, so timings compare like with
+    like."""
     g = torch.Generator().manual_seed(int(seed))
     t0 = time.perf_counter()
     x0 = ddim(lambda x_t, t: den.denoise(x_t, t, generator=g).x0_hat, x, ts, den.schedule)
@@ -143,12 +140,9 @@ def teleport_run(
     DDIM steps.
 
     t_skip must be one of the DDIM timesteps. Returns samples (B, D) of both, seconds of both
-    (teleport
-    included), the number of denoiser calls of each, and r^2 / MSE of the teleported samples against
-    the
-    full run's (same x_T, same seed). Both timed runs follow an untimed warm-up run so that neither
-    pays for
-    building caches."""
+    (teleport included), the number of denoiser calls of each, and r^2 / MSE of the teleported
+    samples against the full run's (same x_T, same seed). Both timed runs follow an untimed warm-up
+    run so that neither pays for building caches."""
     sch = NoiseSchedule()
     ts = sch.timesteps(steps)
     if t_skip not in ts:

@@ -309,8 +309,7 @@ def curves_vs_snr(
 
 def nn_distances(dist: dict[str, np.ndarray], train_scale: float) -> go.Figure:
     """Each final sample's distance to its nearest training image, per method, with the typical
-    distance
-    between two training images as a reference line."""
+    distance between two training images as a reference line."""
     fig = go.Figure()
     for m, d in dist.items():
         fig.add_trace(
@@ -418,8 +417,7 @@ def schedules(s: dict, N: int, current_t: int | None = None) -> go.Figure:
 
 def mask_image(nb: dict, row: int, col: int) -> go.Figure:
     """The mask column of one pixel as an image (1 = in the neighbourhood), the pixel marked with a
-    cross,
-    with the normalized |M0| strength as hover text."""
+    cross, with the normalized |M0| strength as hover text."""
     m, s = nb["mask"], nb["strength"]
     fig = go.Figure(
         go.Heatmap(

@@ -2,8 +2,7 @@
 (The Gaussian regime is in gaussian.py.)
 
 Pure torch / numpy on top of the library; no streamlit. Every function returns plain arrays or dicts
-so the
-pages only lay them out. Shapes: images flattened to D; B samples; N training images.
+so the pages only lay them out. Shapes: images flattened to D; B samples; N training images.
 """
 
 from __future__ import annotations
@@ -28,10 +27,8 @@ def toy_params(
     data: Dataset, k_min: int | None = None, k_max: int | None = None, pool: str = "random"
 ) -> dict:
     """GoldDiff parameters for a 2-D toy: k_min / k_max scaled to N as in the paper (N/20, N/10),
-    proxy = the
-    point itself (low_res 1), and the all-ones mask (threshold 0): for D = 2 locality is trivial, so
-    GoldDiff
-    is the exact global posterior restricted to the golden subset."""
+    proxy = the point itself (low_res 1), and the all-ones mask (threshold 0): for D = 2 locality
+    is trivial, so GoldDiff is the exact global posterior restricted to the golden subset."""
     d = DenoiserParams.dataset_defaults(data.N, data.shape)
     return dict(
         k_min=int(k_min or d["k_min"]),
@@ -45,8 +42,8 @@ def toy_params(
 def toy_run(
     data: Dataset, x_T: tuple[float, float], steps: int = 50, seed: int = 0, **params
 ) -> Trajectory:
-    """GoldDiff from one start point x_T = (x, y) on a 2-D toy set; one record per DDIM step
-    (CPU)."""
+    """GoldDiff from one start point x_T = (x, y) on
+    a 2-D toy set; one record per DDIM step (CPU)."""
     if data.D != 2:
         raise ValueError(f"'{data.name}' is not a 2-D toy set; pick moons or gmm.")
     den = make_denoiser("golddiff", data, device="cpu", **toy_params(data, **params))
@@ -71,9 +68,8 @@ def posterior_weights(
 
 def toy_frame(data: Dataset, traj: Trajectory, step: int, tau: float = 1.0) -> dict:
     """Everything the toy plot shows at one step: training points (N, 2), their weights (N,), the
-    golden
-    subset indices (k_t,), x_t (2,), the x_t path and the x0_hat path up to this step ((step+1, 2)
-    each).
+    golden subset indices (k_t,), x_t (2,), the x_t path and the x0_hat path up to this step
+    ((step+1, 2) each).
     """
     if not 0 <= step < len(traj.records):
         raise ValueError(f"Step {step} is outside 0..{len(traj.records) - 1}.")
@@ -108,8 +104,7 @@ def nearest_train(
     samples: np.ndarray | torch.Tensor, data: Dataset
 ) -> tuple[np.ndarray, np.ndarray]:
     """Nearest training image of each sample (B, ...) -> indices (B,) and RMS pixel distance (B,)
-    with
-    images mapped to [0, 1] (0 means an exact copy)."""
+    with images mapped to [0, 1] (0 means an exact copy)."""
     X = data.flat()  # (N, D)
     a = torch.as_tensor(np.asarray(samples, dtype=np.float32)).reshape(-1, X.shape[1])
     idx = sq_dists(a, X, X.square().sum(1)).argmin(1)  # (B,)
@@ -118,8 +113,8 @@ def nearest_train(
 
 def train_nn_distance(data: Dataset, n: int = 300, seed: int = 0) -> float:
     """Median RMS distance ([0, 1] units) from a training image to its nearest *other* training
-    image, over
-    n random ones: the scale that tells a copy (distance ~ 0) from a new image (distance ~ this)."""
+    image, over n random ones: the scale that tells a copy (distance ~ 0) from a new image
+    (distance ~ this)."""
     X = data.flat()
     idx = torch.from_numpy(np.random.default_rng(seed).permutation(data.N)[: min(n, data.N)])
     d2 = sq_dists(X[idx], X, X.square().sum(1))  # (n, N)
@@ -131,8 +126,7 @@ def onestep_curve(
     den: Denoiser, ref: Trajectory, seed: int = 0
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """SNR (S,), mean r^2 (S,) and mean MSE (S,) of den's x0_hat against the reference's at the
-    reference's x_t
-    (bench.onestep_fidelity, ordered for plotting against SNR)."""
+    reference's x_t (bench.onestep_fidelity, ordered for plotting against SNR)."""
     mses, r2s = onestep_fidelity(den, ref, seed)
     return ref.scalars("snr"), np.array(r2s), np.array(mses)
 
@@ -146,8 +140,7 @@ def pool_ablation(
     pools=("random", "nearest"),
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """One-step r^2 vs SNR of GoldDiff with each pool mode, against the full-scan reference
-    trajectory.
-    Returns {pool: (snr (S,), r2 (S,))}."""
+    trajectory. Returns {pool: (snr (S,), r2 (S,))}."""
     out = {}
     for p in pools:
         den = make_denoiser("golddiff", data, device=device, **{**params, "pool": p})
@@ -186,14 +179,11 @@ def mask_neighbourhood(
     rule: str = "stable",
 ) -> dict[str, np.ndarray]:
     """The PCA-locality neighbourhood of output pixel (channel, row, col) at timestep t: the very
-    mask column
-    the denoisers use (DataStats.mask with this threshold and rule).
+    mask column the denoisers use (DataStats.mask with this threshold and rule).
 
-    Returns 'mask' (H, W) = column m of M_t in that channel (the pixels whose residuals enter pixel
-    m's
-    posterior), 'strength' (H, W) = |M0[n, m]| / max |M0| (what the threshold cuts), and 'size' =
-    the number
-    of pixels in the neighbourhood (all channels)."""
+    Returns 'mask' (H, W) = column m of M_t in that channel (the pixels whose residuals enter
+    pixel m's posterior), 'strength' (H, W) = |M0[n, m]| / max |M0| (what the threshold cuts),
+    and 'size' = the number of pixels in the neighbourhood (all channels)."""
     schedule = schedule or NoiseSchedule()
     C, H, W = data.shape
     if not (0 <= row < H and 0 <= col < W and 0 <= channel < C):

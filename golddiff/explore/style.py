@@ -1,5 +1,5 @@
-"""The look shared by every figure: margins, the SNR axis (log, powers of ten, noisy on the
-left)."""
+"""The look shared by every figure: margins, the
+SNR axis (log, powers of ten, noisy on the left)."""
 
 from __future__ import annotations
 

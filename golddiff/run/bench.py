@@ -123,8 +123,8 @@ class _PeakMemory:
 
 def onestep_fidelity(method_den, ref: Trajectory, seed: int = 0) -> tuple[list, list]:
     """Feed the reference trajectory's x_t to a method; per-step mean MSE and r^2 against the
-    reference x0.
-    The one-step numbers of the bench and of the app's Compare page both come from here."""
+    reference x0. The one-step numbers of the bench and of the app's Compare page both come from
+    here."""
     g = torch.Generator().manual_seed(seed)
     mses, r2s = [], []
     dev = method_den.device
@@ -143,8 +143,8 @@ def as_params(params: DenoiserParams | dict | None) -> DenoiserParams:
 
 
 def check_methods(methods: list[str]) -> list[str]:
-    """Raise a one-sentence ValueError for an empty list or an unknown method name; return the
-    list."""
+    """Raise a one-sentence ValueError for an empty
+    list or an unknown method name; return the list."""
     if not methods:
         raise ValueError(f"No method given; choose some of: {', '.join(METHODS)}.")
     bad = [m for m in methods if m not in METHODS]

@@ -1,13 +1,10 @@
 """The per-step record: every diagnostic of one sampling step, computed once (`make_record`), and
-the labels
-the CLI and the app give them (`LABELS`).
+the labels the CLI and the app give them (`LABELS`).
 
 Global posterior at x_t over all N (exact): w_i = softmax_i(-||x_t - sqrt(abar) x_i||^2 / (2
-(1-abar) tau)).
-  entropy H (nats), perplexity exp(H), ESS = 1 / sum w^2, k_0.9 / k_0.99 = fewest images holding 90%
-  / 99%.
-Golden subset S_t: captured mass W_S = sum_{i in S_t} w_i, recall of the global top-k_t.
-The summaries themselves are defined in core.summaries.
+(1-abar) tau)). entropy H (nats), perplexity exp(H), ESS = 1 / sum w^2, k_0.9 / k_0.99 = fewest
+images holding 90% / 99%. Golden subset S_t: captured mass W_S = sum_{i in S_t} w_i, recall of
+the global top-k_t. The summaries themselves are defined in core.summaries.
 """
 
 from __future__ import annotations
@@ -112,9 +109,8 @@ def make_record(
     """Compute every diagnostic of one step. x_t, out.x0_hat: (B, D).
 
     reference_mask: when given (the (D, D) PCA-locality mask), run the exact check: a full-scan
-    PCA-locality
-    posterior at the same x_t, the method's one-step MSE / r^2 against it, and the per-pixel mass of
-    S_t.
+    PCA-locality posterior at the same x_t, the method's one-step MSE / r^2 against it, and the
+    per-pixel mass of S_t.
     """
     B, shape = x_t.shape[0], (x_t.shape[0],) + corpus.shape
     # logits, weights and the temporaries of entropy / ESS / sort (values + int64 indices): ~8 (B,

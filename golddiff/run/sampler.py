@@ -9,8 +9,7 @@
     return the last x0_hat
 
 `ddim` is the one DDIM loop of the library: `sample` (with diagnostics) and the teaching pages
-(plain runs,
-the Wiener path) all go through it.
+(plain runs, the Wiener path) all go through it.
 """
 
 from __future__ import annotations
@@ -42,8 +41,7 @@ def ddim(
     on_step: Callable[[int, int, torch.Tensor, torch.Tensor], None] | None = None,
 ) -> torch.Tensor:
     """Deterministic DDIM (eta = 0) from x (B, D) at ts[0] down through ts (descending). Returns the
-    last
-    x0_hat (B, D): at ts[-1] = 0 the sample itself."""
+    last x0_hat (B, D): at ts[-1] = 0 the sample itself."""
     x0_hat = x
     for i, t in enumerate(ts):
         x0_hat = denoise(x, t)  # (B, D)
@@ -62,8 +60,8 @@ class Trajectory:
     meta: dict = field(default_factory=dict)  # dataset, method, params, seed, steps, device
 
     def series(self, name: str) -> np.ndarray:
-        """Stack a per-sample scalar diagnostic over steps: (steps, B); NaN where a step lacks
-        it."""
+        """Stack a per-sample scalar diagnostic over
+        steps: (steps, B); NaN where a step lacks it."""
         B = self.samples.shape[0]
         rows = [
             (
@@ -132,10 +130,9 @@ def sample(
     """Run DDIM (eta = 0) from seeded noise with `denoiser`; one StepRecord per step.
 
     n: batch size B; x_T: optional (B, D) start noise (else drawn from
-    torch.Generator().manual_seed(seed)).
-    exact_check: also run the full-scan PCA-locality reference at each x_t (costs one full scan per
-    step).
-    callback(record) is called as each record is made (progress bars in the CLI and the app).
+    torch.Generator().manual_seed(seed)). exact_check: also run the full-scan PCA-locality reference
+    at each x_t (costs one full scan per step). callback(record) is called as each record is made
+    (progress bars in the CLI and the app).
     """
     schedule = schedule or denoiser.schedule
     corpus = denoiser.corpus
