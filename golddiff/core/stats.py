@@ -26,14 +26,14 @@ from ..data.memory import check_memory
 def mean_and_cov(X: torch.Tensor, chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean (D,) and covariance (D, D) of X (N, D), accumulated in float64 over row chunks."""
     N, D = X.shape
-    s = torch.zeros(D, dtype=torch.float64, device=X.device)
-    ss = torch.zeros(D, D, dtype=torch.float64, device=X.device)
+    sum_x = torch.zeros(D, dtype=torch.float64, device=X.device)  # (D,)
+    sum_xx = torch.zeros(D, D, dtype=torch.float64, device=X.device)  # (D, D)
     for i in range(0, N, chunk):
-        xc = X[i : i + chunk].to(torch.float64)
-        s += xc.sum(0)
-        ss += xc.T @ xc
-    mu = s / N
-    cov = ss / N - torch.outer(mu, mu)
+        rows = X[i : i + chunk].to(torch.float64)  # (chunk, D)
+        sum_x += rows.sum(0)
+        sum_xx += rows.T @ rows
+    mu = sum_x / N
+    cov = sum_xx / N - torch.outer(mu, mu)
     return mu, (cov + cov.T) / 2
 
 
@@ -114,8 +114,8 @@ class DataStats:
     def locality_operator(self, abar: float) -> torch.Tensor:
         """(D, D) L_t = U diag(s) U^T, built in float64 for accuracy."""
         U = self.eigvecs.double()
-        s = self.shrinkage(abar).double()
-        return (U * s) @ U.T
+        shrink = self.shrinkage(abar).double()  # (D,) s_k
+        return (U * shrink) @ U.T
 
     def mask(self, t: int, abar: float, threshold: float, rule: str = "stable") -> torch.Tensor:
         """(D, D) binary PCA-locality mask M_t (float32, on the stats' device), cached per (t,

@@ -344,8 +344,8 @@ def fine_select(
     """
     if cand.shape[1] <= k:
         return cand
-    B, c = cand.shape
-    if 4 * B * c >= X.shape[0] and B * X.shape[0] <= BLOCK_ELEMS:
+    B, n_cand = cand.shape
+    if 4 * B * n_cand >= X.shape[0] and B * X.shape[0] <= BLOCK_ELEMS:
         d = sq_dists(x_t, X, sqnorm, scale).gather(1, cand)  # (B, c)
     else:
         d = gathered_sq_dists(x_t, X, sqnorm, cand, scale)  # (B, c)
