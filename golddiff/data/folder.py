@@ -170,7 +170,9 @@ def load_folder(name: str) -> Dataset:
     """
     path, res = parse_folder_name(name)
     if not path.is_dir():
-        raise ValueError(f"The folder {shown(path)} does not exist; check the path after 'folder:'.")
+        raise ValueError(
+            f"The folder {shown(path)} does not exist; check the path after 'folder:'."
+        )
     root = path.resolve()
     files, skipped = _list_images(root)
     if skipped:

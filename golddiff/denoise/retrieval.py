@@ -379,7 +379,13 @@ def fine_select(
     B, c = cand.shape
     if 4 * B * c >= X.shape[0] and B * X.shape[0] <= BLOCK_ELEMS:
         d = sq_dists(x_t, X, sqnorm, scale).gather(1, cand)  # (B, c)
-    else:
-        d = gathered_sq_dists(x_t, X, sqnorm, cand, scale)  # (B, c)
+    else:  # gathered rows in blocks of samples: never more than BLOCK_ELEMS of (b, c, D)
+        rows = max(1, BLOCK_ELEMS // max(1, c * X.shape[1]))
+        d = torch.cat(
+            [
+                gathered_sq_dists(x_t[i : i + rows], X, sqnorm, cand[i : i + rows], scale)
+                for i in range(0, B, rows)
+            ]
+        )  # (B, c)
     j = d.topk(k, dim=1, largest=False).indices
     return cand.gather(1, j)
