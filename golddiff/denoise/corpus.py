@@ -65,6 +65,7 @@ class Corpus:
         )  # (N,)
         self._stats: DataStats | None = None
         self._proxy: dict[tuple, ProxyIndex] = {}
+        self._lock = threading.RLock()  # app sessions fill these caches from several threads
 
     @property
     def N(self) -> int:
@@ -76,6 +77,10 @@ class Corpus:
 
     @property
     def stats(self) -> DataStats:
+        with self._lock:
+            return self._stats_locked()
+
+    def _stats_locked(self) -> DataStats:
         if self._stats is None:
             # disk cache (cache.cached_arrays) keyed by name, N, shape and a strided content
             # fingerprint
@@ -90,7 +95,11 @@ class Corpus:
     def proxy(self, low_res: int, backend: str = "torch", nlist: int | None = None) -> ProxyIndex:
         """The proxy database + search index for (low_res, backend, nlist), built once; proxies are
         shared."""
-        key = (low_res, backend, nlist)
+        with self._lock:
+            return self._proxy_locked((low_res, backend, nlist))
+
+    def _proxy_locked(self, key: tuple) -> ProxyIndex:
+        low_res, backend, nlist = key
         if key not in self._proxy:
             P = next((ix.P for (lr, _, _), ix in self._proxy.items() if lr == low_res), None)
             d = self.D // max(1, proxy_factor(self.shape, low_res) ** 2)
