@@ -12,6 +12,7 @@ import importlib
 
 _WHERE = {
     "NoiseSchedule": ".core",
+    "set_stop_check": ".core",
     "Dataset": ".data",
     "device_label": ".data",
     "load_dataset": ".data",
@@ -24,7 +25,10 @@ _WHERE = {
     "REFERENCE": ".run",
     "StepRecord": ".run",
     "Trajectory": ".run",
+    "check_cost": ".run",
     "compare": ".run",
+    "estimate_seconds": ".run",
+    "max_seconds": ".run",
     "sample": ".run",
 }
 _SUBPACKAGES = ("core", "data", "denoise", "run", "explore", "cli")

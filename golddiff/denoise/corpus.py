@@ -16,6 +16,7 @@ import threading
 
 import torch
 
+from ..core.interrupt import checkpoint
 from ..core.posterior import (
     CHUNK_ELEMS,
     StreamingSoftmax,
@@ -197,6 +198,7 @@ def global_scan(x_t: torch.Tensor, corpus: Corpus, abar: float, tau: float) -> S
         x_t.device,
     )
     for i in range(0, corpus.N, step):
+        checkpoint()
         rows = slice(i, i + step)
         logits = global_logits(x_t, corpus.X[rows], corpus.sqnorm[rows], abar, tau)  # (B, chunk)
         acc.add(logits[..., None], corpus.X[rows])
@@ -233,6 +235,7 @@ def locality_scan(
         {},
     )  # coef * M^T (dense or sparse), buffers
     for i in range(0, N, step):
+        checkpoint()
         XcT = X[i : i + step].T.contiguous()  # (D, c), shared by the batch
         parts = [
             pixel_chunk_sums(
@@ -280,6 +283,7 @@ def locality_subset(
     acc, work = StreamingSoftmax(), {}
     step = chunk_rows(B, D)
     for i in range(0, k, step):
+        checkpoint()
         parts = []
         for b in range(B):
             XcT = rows(b)[i : i + step].T.contiguous()  # (D, c)

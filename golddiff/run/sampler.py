@@ -25,6 +25,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from ..core.interrupt import checkpoint
 from ..core.schedule import NoiseSchedule
 from ..data.cache import atomic_write
 from ..denoise.methods import Denoiser
@@ -58,6 +59,7 @@ def ddim(
     x0_hat (B, D): at ts[-1] = 0 the sample itself."""
     x0_hat = x
     for i, t in enumerate(ts):
+        checkpoint()
         x0_hat = denoise(x, t)  # (B, D)
         if on_step is not None:
             on_step(i, t, x, x0_hat)
