@@ -1,5 +1,5 @@
-"""A rough, deliberately simple cost estimate of a run, so that a shared server can refuse a run that
-would take too long before it starts (the app's GOLDDIFF_APP_MAX_SECONDS).
+"""A rough, deliberately simple cost estimate of a run, so that a shared server can refuse a run
+that would take too long before it starts (the app's GOLDDIFF_APP_MAX_SECONDS).
 
 The estimate counts multiply-adds of the dominant products per sample and step and divides them by a
 throughput measured on this project's CPU (one thread: the pca step on mnist-5k, 2 samples, takes
