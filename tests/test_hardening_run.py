@@ -192,3 +192,26 @@ def test_corpus_statistics_are_computed_once_under_concurrent_calls(monkeypatch)
     for t in threads:
         t.join()
     assert len(calls) == 1 and len(got) == 4 and all(s is got[0] for s in got)
+
+
+def test_mask_cache_and_patterns_survive_concurrent_sessions(monkeypatch):
+    from golddiff.core import posterior, stats
+
+    den = golddiff.make_denoiser("pca", rand_ds(N=200, side=8, seed=7), device="cpu")
+    monkeypatch.setattr(stats, "MASK_CACHE_BYTES", 3 * 4 * 64 * 64)  # 3 masks: constant eviction
+    errors = []
+
+    def session(offset):
+        try:
+            for t in range(offset, 1000, 37):
+                M = den.corpus.stats.mask(t, den.schedule.abar(t), 0.02)
+                posterior.MASK_PATTERNS.get(M)
+        except Exception as e:  # noqa: BLE001 - any error fails the test
+            errors.append(e)
+
+    threads = [threading.Thread(target=session, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors

@@ -191,9 +191,9 @@ def load_folder(name: str) -> Dataset:
         st = p.stat()
         listing.update(os.fsencode(p.relative_to(root)))
         listing.update(f"\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-    # the decoded array and its transposed copy, before any file is opened
+    # before any file is opened: the decoded uint8 array, its transposed copy and the float32 images
     check_memory(
-        2 * len(files) * res * res * 3,
+        len(files) * res * res * 3 * (2 + 4),
         f"decoding {len(files):,} images of {shown(root)} at {res}x{res}",
         "lower ?res= or use fewer images",
     )
