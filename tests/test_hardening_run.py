@@ -215,3 +215,13 @@ def test_mask_cache_and_patterns_survive_concurrent_sessions(monkeypatch):
     for t in threads:
         t.join()
     assert not errors, errors
+
+
+def test_diagnostics_memory_is_refused_before_the_first_step(monkeypatch):
+    den = golddiff.make_denoiser("wiener", rand_ds(N=2000, side=8, seed=9), device="cpu")
+    monkeypatch.setattr(
+        den, "denoise", lambda *a, **k: pytest.fail("a step ran before the memory check")
+    )
+    set_max_memory("1MB")  # 8 x 64 x 2000 x 4 bytes = 4.1 MB of diagnostics
+    with pytest.raises(ValueError, match=r"\(64, 2000\) global posterior.*lower --n"):
+        golddiff.sample(den, steps=2, n=64, seed=0)

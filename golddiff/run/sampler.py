@@ -29,7 +29,7 @@ from ..core.interrupt import checkpoint
 from ..core.schedule import NoiseSchedule
 from ..data.cache import atomic_write
 from ..denoise.methods import Denoiser
-from .records import StepRecord, make_record
+from .records import StepRecord, check_diagnostics_memory, make_record
 
 SEED_MAX = 2**63 - 1  # seeds are 0..SEED_MAX (torch and numpy generators both take these)
 
@@ -164,6 +164,7 @@ def sample(
     g = torch.Generator().manual_seed(check_seed(seed))
     if x_T is None:
         x_T = torch.randn(int(n), corpus.D, generator=g)
+    check_diagnostics_memory(int(x_T.shape[0]), corpus, corpus.device)  # before any step runs
     x = x_T.to(corpus.device, torch.float32)
     p = denoiser.params
     records: list[StepRecord] = []
