@@ -100,6 +100,18 @@ def test_stale_temp_files_are_removed_and_fresh_ones_kept(tmp_path):
     assert not old.exists() and new.exists()
 
 
+def test_stale_temp_files_in_every_cache_folder_are_removed_on_start():
+    folders = [data.cache_dir() / sub for sub in ("arrays", "faiss", "umap")]
+    stale = [f / f".killed-{i}.tmp" for i, f in enumerate(folders)]
+    for p in stale:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(b"\0" * 4096)
+        os.utime(p, (time.time() - 7200,) * 2)
+    getattr(cache, "SWEEP", None).done = False  # a new process
+    cached_arrays("unit/start", lambda: {"a": np.ones(2)})
+    assert not any(p.exists() for p in stale)
+
+
 def png_folder(root, n=3, size=(8, 8)):
     root.mkdir(parents=True, exist_ok=True)
     for i in range(n):

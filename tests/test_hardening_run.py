@@ -225,3 +225,15 @@ def test_diagnostics_memory_is_refused_before_the_first_step(monkeypatch):
     set_max_memory("1MB")  # 8 x 64 x 2000 x 4 bytes = 4.1 MB of diagnostics
     with pytest.raises(ValueError, match=r"\(64, 2000\) global posterior.*lower --n"):
         golddiff.sample(den, steps=2, n=64, seed=0)
+
+
+def test_cli_out_on_a_read_only_filesystem_is_refused_up_front(tmp_path, capsys, monkeypatch):
+    import pathlib
+
+    def read_only(self, data):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(self))
+
+    monkeypatch.setattr(pathlib.Path, "write_bytes", read_only)
+    monkeypatch.setattr(golddiff, "load_dataset", lambda *a, **k: pytest.fail("loaded data"))
+    assert main(["sample", "--out", str(tmp_path / "t.npz")]) == 2
+    assert "Read-only file system" in last_error(capsys)

@@ -28,6 +28,29 @@ from .files import atomic_write, inside, remove_stale_temps
 __all__ = ["atomic_write", "inside", "remove_stale_temps"]  # re-exported: the file helpers
 
 
+class _Sweep:
+    """Removes the stale temp files of killed writers from every cache folder once per process."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self.done = False
+
+    def __call__(self) -> None:
+        with self._lock:
+            if self.done:
+                return
+            self.done = True
+        try:
+            folders = [p for p in cache_dir().iterdir() if p.is_dir()]
+        except OSError:
+            return
+        for folder in folders:
+            remove_stale_temps(folder)
+
+
+SWEEP = _Sweep()  # `SWEEP.done = False` runs it again (tests)
+
+
 def cache_dir() -> Path:
     """Disk cache root: $GOLDDIFF_CACHE or ~/.cache/golddiff."""
     root = os.environ.get("GOLDDIFF_CACHE") or os.path.join(
@@ -278,6 +301,7 @@ def cached_arrays(
     uncached with a warning. Returns {name: array}; arrays are np.memmap (read-only) except empty
     ones.
     """
+    SWEEP()
     if verify is None:
         verify = os.environ.get("GOLDDIFF_VERIFY_CACHE", "") not in ("", "0")
     arrays, reason = _read_entry(key, meta, verify)
