@@ -122,3 +122,64 @@ def test_stop_if_gone_raises_only_for_a_session_that_left(monkeypatch):
     active.clear()  # the tab was closed
     with pytest.raises(StopException):
         stop_if_gone()
+
+
+def _cpu_seconds(pid: int) -> float:
+    import os
+
+    f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@pytest.mark.slow
+def test_server_stops_a_long_step_soon_after_the_tab_closes(tmp_path):
+    """The real server: a pca run of 64 samples (long steps), the tab closed mid-step; from 2 s after
+    the close the server must be idle (before the fix it kept computing the step for ~40 s)."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    if not Path("/usr/bin/chromium").exists():
+        pytest.skip("Debian chromium not installed")
+    sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port)]
+    cmd += ["--server.headless", "true", "--server.fileWatcherType", "none"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    try:
+        for _ in range(200):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.3)
+        with sync_playwright() as p:
+            b = p.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox"])
+            page = b.new_page()
+            page.goto(f"http://127.0.0.1:{port}/")
+            page.get_by_text("Device: ").wait_for(timeout=120_000)
+            page.locator("[data-testid=stSelectbox]").nth(1).click()
+            page.get_by_role("option", name="pca", exact=True).click()
+            for label, value in (("Steps", "3"), ("Samples", "64")):
+                time.sleep(2)
+                box = page.get_by_label(label)
+                box.fill(value)
+                box.press("Enter")
+            time.sleep(3)
+            page.get_by_role("button", name="Run", exact=True).click()
+            page.get_by_text("Sampling 64 images with pca").wait_for(timeout=60_000)
+            time.sleep(4)  # inside the first step
+            b.close()
+        time.sleep(2)
+        before = _cpu_seconds(proc.pid)
+        time.sleep(6)
+        assert _cpu_seconds(proc.pid) - before < 0.5
+    finally:
+        proc.terminate()
+        proc.wait(10)
