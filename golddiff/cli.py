@@ -121,9 +121,28 @@ def download_progress(done: int, total: int | None) -> None:
     sys.stderr.flush()
 
 
+def check_args(args, methods: list[str], out_flag: str, out: str | None) -> None:
+    """Everything that needs no data, checked before any dataset loads (one ValueError): steps, n,
+    seed, device, the method parameters and that the output file can be written."""
+    from .core.schedule import NoiseSchedule
+    from .data import pick_device
+    from .data.files import check_writable
+    from .run.sampler import check_seed
+
+    NoiseSchedule().timesteps(args.steps)  # steps=... is outside 1..T
+    if not 1 <= args.n <= 4096:
+        raise ValueError(f"n={args.n} samples is outside 1..4096; choose n between 1 and 4096.")
+    check_seed(args.seed, "--seed")
+    pick_device(args.device)
+    method_params(args).check_fields(methods)
+    if out:
+        check_writable(out, out_flag)
+
+
 def cmd_sample(args) -> int:
     from . import load_dataset, make_denoiser, pick_device, sample
 
+    check_args(args, [args.method], "--out", args.out)
     ds = load_dataset(args.dataset, progress=download_progress)
     den = make_denoiser(
         args.method, ds, device=pick_device(args.device), params=method_params(args)
@@ -142,7 +161,9 @@ def cmd_sample(args) -> int:
     )
     print(format_table(traj))
     if args.out:
-        traj.save(args.out)
+        from .data.files import write_output
+
+        write_output(args.out, traj.save, "--out")
         print(f"saved {args.out}", file=sys.stderr)
     return 0
 
@@ -179,11 +200,12 @@ def cmd_bench(args) -> int:
     import json
     import torch
     from . import device_label, load_dataset, pick_device
-    from .data.cache import atomic_write
+    from .data.files import write_output
     from .run.bench import REFERENCE, check_methods, compare, format_report, scaling, to_json
 
     methods = check_methods([m.strip() for m in args.methods.split(",") if m.strip()])
     sizes = parse_sizes(getattr(args, "sizes", None))
+    check_args(args, methods, "--json", args.json)
     ds = load_dataset(args.dataset, progress=download_progress)
     for s in sizes:
         if not 1 <= s <= ds.N:
@@ -249,7 +271,7 @@ def cmd_bench(args) -> int:
     print(format_report(js))
     if args.json:
         path = Path(args.json)
-        atomic_write(path, lambda tmp: tmp.write_text(json.dumps(js, indent=1)))
+        write_output(path, lambda tmp: tmp.write_text(json.dumps(js, indent=1)), "--json")
         print(f"saved {path}", file=sys.stderr)
     return 0
 

@@ -7,6 +7,8 @@ arrays) and are never mutated by a page.
 
 from __future__ import annotations
 
+import os
+import re
 from dataclasses import dataclass, field
 
 import streamlit as st
@@ -111,7 +113,7 @@ def download_dataset(name: str) -> bool:
     try:
         golddiff.load_dataset(name, progress=progress)  # decoded and cached on disk
     except ValueError as e:
-        sb.error(str(e))
+        sb.error(safe_message(e))
         return False
     bar.empty()
     return True
@@ -137,7 +139,7 @@ def sidebar() -> Config | None:
     try:
         ds = get_dataset(dataset)
     except ValueError as e:
-        sb.error(str(e))
+        sb.error(safe_message(e))
         return None
     method = sb.selectbox(
         "Method", list(METHODS), index=list(METHODS).index("golddiff"), key="method"
@@ -224,6 +226,53 @@ def require_config(title: str, what: str = "") -> Config:
     return cfg
 
 
+# an absolute path in a message: '/' then path characters up to a space, quote or bracket
+_PATH = re.compile(r"(?:(?<=folder:)|(?<![\w.:/]))/[^\s'\"()\[\],;]+")
+
+
+def safe_message(e: Exception) -> str:
+    """The text of an error for the browser: a ValueError's sentence, else a generic one, with every
+    absolute server path cut to its last part (a file name says enough; the folders are private)."""
+    text = str(e) if isinstance(e, ValueError) else f"Something went wrong ({type(e).__name__})."
+    return _PATH.sub(lambda m: os.path.basename(m.group(0).rstrip("/.")) or "/", text)
+
+
 def show_error(e: Exception) -> None:
-    """One clear sentence for errors a user can cause; never a traceback."""
-    st.error(str(e) if isinstance(e, ValueError) else f"Something went wrong: {e}")
+    """One clear sentence for errors a user can cause; never a traceback nor a server path."""
+    st.error(safe_message(e))
+
+
+def check_run_cost(cfg: "Config", methods: list[str] | None = None, passes: int = 1) -> float:
+    """Refuse (ValueError) a run whose rough cost estimate exceeds GOLDDIFF_APP_MAX_SECONDS (600 s
+    when unset, 0 for none) before it starts; returns the estimate in seconds."""
+    ds = get_dataset(cfg.dataset)
+    seconds = golddiff.estimate_seconds(
+        methods or [cfg.method],
+        ds.N,
+        ds.shape,
+        cfg.steps,
+        cfg.n,
+        DenoiserParams.from_mapping(cfg.params),
+        cfg.device,
+        passes,
+    )
+    golddiff.check_cost(seconds, golddiff.max_seconds(os.environ))
+    return seconds
+
+
+def stop_if_gone() -> None:
+    """Stop this script run (StopException) when its browser session has gone away (tab closed)."""
+    from streamlit import runtime
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+    from streamlit.runtime.scriptrunner_utils.exceptions import StopException
+
+    ctx = get_script_run_ctx(suppress_warning=True)
+    if ctx is None or not runtime.exists():
+        return
+    if not runtime.get_instance().is_active_session(ctx.session_id):
+        raise StopException()
+
+
+def watch_session() -> None:
+    """From here on, the library's long loops stop this run once its session has gone away."""
+    golddiff.set_stop_check(stop_if_gone)

@@ -11,6 +11,7 @@ from golddiff import METHODS, REFERENCE, compare
 from golddiff.explore import lesson_figures as figs
 from golddiff.explore import lessons
 from pages.common import get_corpus_cached, get_dataset, show_error, require_config
+from pages.common import check_run_cost, watch_session
 
 cfg = require_config("Compare methods", " to compare methods")
 st.markdown(
@@ -54,6 +55,8 @@ if run:
         )
 
     try:
+        check_run_cost(cfg, order, passes=2)  # GOLDDIFF_APP_MAX_SECONDS
+        watch_session()  # stop computing once the tab is closed
         data = get_dataset(cfg.dataset)
         get_corpus_cached(cfg.dataset, cfg.device)
         res = compare(

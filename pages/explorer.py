@@ -16,6 +16,7 @@ import golddiff
 from golddiff import LABELS
 from golddiff.explore import figures, lessons
 from pages.common import build_denoiser, get_dataset, get_map_cached, show_error, train_scale_cached
+from pages.common import check_run_cost, watch_session
 
 STATE = "explorer"  # session_state key of the last result
 PLAY_DELAY = 0.7  # seconds per frame while playing
@@ -62,6 +63,8 @@ if run:
             )
 
         try:
+            check_run_cost(cfg)  # GOLDDIFF_APP_MAX_SECONDS
+            watch_session()  # stop computing once the tab is closed
             den = build_denoiser(cfg)
             traj = golddiff.sample(den, steps=cfg.steps, n=cfg.n, seed=cfg.seed, callback=on_step)
             data = get_dataset(cfg.dataset)

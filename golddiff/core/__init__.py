@@ -5,6 +5,7 @@ k_p, captured mass, r^2, MSE).
 Imports nothing from golddiff except the memory guard of the data layer.
 """
 
+from .interrupt import checkpoint, set_stop_check
 from .posterior import StreamingSoftmax, global_logits, sq_dists
 from .schedule import NoiseSchedule, pool_size, subset_size
 from .stats import MASK_RULES, DataStats
@@ -16,6 +17,7 @@ __all__ = [
     "NoiseSchedule",
     "StreamingSoftmax",
     "captured_mass",
+    "checkpoint",
     "entropy",
     "ess",
     "global_logits",
@@ -24,6 +26,7 @@ __all__ = [
     "perplexity",
     "pool_size",
     "r2",
+    "set_stop_check",
     "sq_dists",
     "subset_size",
     "topk_recall",

@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import re
+import threading
 import time
 import uuid
 import warnings
@@ -21,21 +22,32 @@ from typing import Callable
 import numpy as np
 import torch
 
+from .files import atomic_write, inside, remove_stale_temps
 
-def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> None:
-    """Create `path` through write(tmp) on a unique temp name in the same folder, then os.replace it
-    into place:
-    readers see the old file or the whole new one, never a half-written one; on failure no temp file
-    is left.
-    """
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+__all__ = ["atomic_write", "inside", "remove_stale_temps"]  # re-exported: the file helpers
+
+
+class _Sweep:
+    """Removes the stale temp files of killed writers from every cache folder once per process."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self.done = False
+
+    def __call__(self) -> None:
+        with self._lock:
+            if self.done:
+                return
+            self.done = True
+        try:
+            folders = [p for p in cache_dir().iterdir() if p.is_dir()]
+        except OSError:
+            return
+        for folder in folders:
+            remove_stale_temps(folder)
+
+
+SWEEP = _Sweep()  # `SWEEP.done = False` runs it again (tests)
 
 
 def cache_dir() -> Path:
@@ -64,7 +76,42 @@ class CacheRebuiltWarning(UserWarning):
 
 def _slug(key: str) -> str:
     safe = re.sub(r"[^A-Za-z0-9._-]+", "_", key).strip("._")[:60]
-    return f"{safe}-{hashlib.sha1(key.encode()).hexdigest()[:12]}"
+    raw = key.encode("utf-8", "surrogateescape")  # a key may hold a non-UTF-8 file name
+    return f"{safe}-{hashlib.sha1(raw).hexdigest()[:12]}"
+
+
+class _Verified:
+    """The (file, size, mtime) of every array whose checksum this process has checked, so each
+    entry is verified in full the first time a process opens it and only stat-checked after."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._seen: set[tuple] = set()
+
+    def check(self, p: Path, a: np.ndarray, checksum: str) -> bool:
+        st = p.stat()
+        tag = (str(p), st.st_size, st.st_mtime_ns, checksum)
+        with self._lock:
+            if tag in self._seen:
+                return True
+        ok = array_checksum(a) == checksum
+        if ok:
+            with self._lock:
+                self._seen.add(tag)
+        return ok
+
+    def mark(self, p: Path, checksum: str) -> None:
+        """Record a file this process has just written with `checksum` as verified."""
+        st = p.stat()
+        with self._lock:
+            self._seen.add((str(p), st.st_size, st.st_mtime_ns, checksum))
+
+    def clear(self) -> None:
+        with self._lock:
+            self._seen.clear()
+
+
+VERIFIED = _Verified()
 
 
 def _arrays_dir() -> Path:
@@ -133,7 +180,9 @@ def _read_entry(key: str, meta, verify: bool) -> tuple[dict[str, np.ndarray] | N
         return None, "malformed (its manifest lacks fields)"
     for name, fname, shape, dtype, nbytes, checksum in items:
         e = dict(file=fname, shape=shape, dtype=dtype, file_bytes=nbytes, checksum=checksum)
-        p = d / e["file"]
+        p = inside(d, e["file"])
+        if p is None:
+            return None, f"invalid (its manifest names a file outside the cache: {e['file']!r})"
         try:
             size = p.stat().st_size
         except OSError:
@@ -147,7 +196,8 @@ def _read_entry(key: str, meta, verify: bool) -> tuple[dict[str, np.ndarray] | N
             return None, f"unreadable ({e['file']}: {err})"
         if list(a.shape) != e["shape"] or str(a.dtype) != e["dtype"]:
             return None, f"inconsistent ({e['file']} holds {a.dtype}{list(a.shape)})"
-        if verify and array_checksum(a) != e["checksum"]:
+        ok = array_checksum(a) == checksum if verify else VERIFIED.check(p, a, checksum)
+        if not ok:
             return None, f"corrupt (checksum mismatch in {e['file']})"
         out[name] = a
     return out, None
@@ -175,6 +225,7 @@ def _write_entry(key: str, arrays: dict[str, np.ndarray], meta) -> None:
                 file_bytes=(d / fname).stat().st_size,
                 checksum=array_checksum(a),
             )
+            VERIFIED.mark(d / fname, entries[name]["checksum"])
         man = dict(
             version=CACHE_VERSION,
             key=key,
@@ -184,9 +235,10 @@ def _write_entry(key: str, arrays: dict[str, np.ndarray], meta) -> None:
         )
         tmp = d / f"{slug}.json.{build}.tmp"
         tmp.write_text(json.dumps(man, sort_keys=True))
-        try:  # files of the entry this commit supersedes
+        try:  # files of the entry this commit supersedes (only names inside the cache)
             old = [
                 e["file"] for e in json.loads((d / f"{slug}.json").read_text())["arrays"].values()
+                if inside(d, e["file"]) is not None
             ]
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             old = []
@@ -234,11 +286,13 @@ def cached_arrays(
     "stats/mnist/N60000"); build: returns {name: ndarray} with names of letters, digits and '_' and
     non-object dtypes; meta: optional JSON-able description of the inputs (e.g. source file sizes);
     an entry whose stored meta differs is rebuilt. Every load checks version, key, file sizes,
-    shapes and dtypes; verify=True (or $GOLDDIFF_VERIFY_CACHE=1) also checks the full checksum. An
-    invalid entry is rebuilt with a `CacheRebuiltWarning` saying why. When the cache folder cannot
-    be written, the built arrays are returned uncached with a warning. Returns {name: array}; arrays
-    are np.memmap (read-only) except empty ones.
+    shapes and dtypes; the first load of an entry in a process also checks its full checksum, and
+    verify=True (or $GOLDDIFF_VERIFY_CACHE=1) checks it on every load. An invalid entry is rebuilt
+    with a `CacheRebuiltWarning` saying why. When the cache folder cannot be written, the built
+    arrays are returned uncached with a warning. Returns {name: array}; arrays are np.memmap
+    (read-only) except empty ones.
     """
+    SWEEP()
     if verify is None:
         verify = os.environ.get("GOLDDIFF_VERIFY_CACHE", "") not in ("", "0")
     arrays, reason = _read_entry(key, meta, verify)
@@ -316,7 +370,10 @@ def cache_state(key: str) -> int | None:
             return None
         total = 0
         for e in man["arrays"].values():
-            size = (d / e["file"]).stat().st_size
+            p = inside(d, e["file"])
+            if p is None:
+                return None
+            size = p.stat().st_size
             if size != e["file_bytes"]:
                 return None
             total += size

@@ -9,6 +9,8 @@ def pick_device(device: str | None = None) -> torch.device:
     """CUDA when available (or when asked for), else CPU. Raises ValueError for an unusable name."""
     if device in (None, "", "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if str(device).split(":")[0] not in ("cpu", "cuda"):
+        raise ValueError(f"Unknown device '{device}'; use 'auto', 'cpu' or 'cuda'.")
     if str(device).startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(
             f"Device '{device}' was asked for but no CUDA GPU is visible; use --device cpu."

@@ -4,18 +4,29 @@ uint8."""
 from __future__ import annotations
 
 import hashlib
+import os
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
 
 from .cache import cached_arrays
 from .datasets import Dataset, from_u8
+from .memory import check_memory
 
 # ----------------------------------------------------------------------------- image folders
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 FOLDER_DEFAULT_RES = 32
+MAX_PIXELS = 89_478_485  # PIL's own decompression-bomb limit (Image.MAX_IMAGE_PIXELS)
+MAX_ASPECT = 64  # longest / shortest side: beyond it the resize to res would be huge
+LINKS_ENV = "GOLDDIFF_FOLLOW_LINKS"  # "1": also load file links that point outside the folder
+
+
+def shown(p: Path | str) -> str:
+    """A path as text that can always be printed: bytes of a non-UTF-8 name become \\xNN."""
+    return os.fsencode(str(p)).decode("utf-8", "backslashreplace")
 
 
 def parse_folder_name(name: str) -> tuple[Path, int]:
@@ -38,8 +49,46 @@ def parse_folder_name(name: str) -> tuple[Path, int]:
     return Path(spec).expanduser(), res
 
 
-def _list_images(root: Path) -> list[Path]:
-    return sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTS and p.is_file())
+def _list_images(root: Path) -> tuple[list[Path], int]:
+    """(image files under root in sorted order, number of file links skipped because they point
+    outside root; $GOLDDIFF_FOLLOW_LINKS=1 loads those too)."""
+    follow = os.environ.get(LINKS_ENV, "") not in ("", "0")
+    files, skipped = [], 0
+    for p in root.rglob("*"):
+        if p.suffix.lower() not in IMAGE_EXTS or not p.is_file():
+            continue
+        if p.is_symlink() and not follow and not p.resolve().is_relative_to(root):
+            skipped += 1
+            continue
+        files.append(p)
+    return sorted(files, key=os.fsencode), skipped
+
+
+def _size_problem(im, p: Path) -> str | None:
+    """Why an image must be refused before decoding (a pixel count or aspect ratio that would make
+    decoding or resizing huge), else None."""
+    w, h = im.size
+    if w * h > MAX_PIXELS or max(w, h) > MAX_ASPECT * max(1, min(w, h)) or min(w, h) < 1:
+        return (
+            f"Image {shown(p)} is {w}x{h} pixels, too large or too elongated to load (at most "
+            f"{MAX_PIXELS:,} pixels and sides within {MAX_ASPECT}:1); delete or resize that file."
+        )
+    return None
+
+
+def _to_8bit(im):
+    """Modes with more than 8 bits per value (I;16*, I, F) scaled to 8-bit L: 16-bit values by
+    255 / 65535, floats in [0, 1] by 255; other modes are returned as they are."""
+    from PIL import Image
+
+    if not (im.mode.startswith("I") or im.mode == "F"):
+        return im
+    a = np.asarray(im).astype(np.float64)  # (H, W)
+    if im.mode == "F" and a.size and np.nanmax(a) <= 1.0:
+        a = a * 255.0
+    elif im.mode != "F" or (a.size and np.nanmax(a) > 255.0):
+        a = a * (255.0 / 65535.0)
+    return Image.fromarray(np.clip(np.rint(np.nan_to_num(a)), 0, 255).astype(np.uint8), "L")
 
 
 def _to_rgb_square(im, res: int) -> np.ndarray:
@@ -47,6 +96,7 @@ def _to_rgb_square(im, res: int) -> np.ndarray:
     (bicubic; skipped when it already equals res), then centre-cropped."""
     from PIL import Image
 
+    im = _to_8bit(im)
     if im.mode in ("RGBA", "LA", "PA", "La", "RGBa") or (
         im.mode == "P" and "transparency" in im.info
     ):
@@ -65,16 +115,20 @@ def _to_rgb_square(im, res: int) -> np.ndarray:
 def _decode_folder(root: Path, files: list[Path], res: int) -> dict[str, np.ndarray]:
     from PIL import Image
 
-    out = np.empty((len(files), res, res, 3), np.uint8)
+    out = np.empty((len(files), res, res, 3), np.uint8)  # (N, res, res, 3)
     for i, p in enumerate(files):
         try:
             with Image.open(p) as im:
-                im.load()
-                out[i] = _to_rgb_square(im, res)
+                bad = _size_problem(im, p)
+                if bad is None:
+                    im.load()
+                    out[i] = _to_rgb_square(im, res)
         except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
             raise ValueError(
-                f"Image {p} could not be decoded ({e}); delete or replace that file."
+                f"Image {shown(p)} could not be decoded ({e}); delete or replace that file."
             ) from None
+        if bad is not None:
+            raise ValueError(bad)
     colour = bool(np.any(out[..., 0] != out[..., 1]) or np.any(out[..., 1] != out[..., 2]))
     images = out.transpose(0, 3, 1, 2) if colour else out[..., :1].transpose(0, 3, 1, 2)
     tops = [p.relative_to(root).parts for p in files]
@@ -115,18 +169,33 @@ def load_folder(name: str) -> Dataset:
     """
     path, res = parse_folder_name(name)
     if not path.is_dir():
-        raise ValueError(f"The folder {path} does not exist; check the path after 'folder:'.")
+        raise ValueError(
+            f"The folder {shown(path)} does not exist; check the path after 'folder:'."
+        )
     root = path.resolve()
-    files = _list_images(root)
+    files, skipped = _list_images(root)
+    if skipped:
+        warnings.warn(
+            f"Skipped {skipped} file link(s) in {shown(root)} that point outside the folder; set "
+            f"{LINKS_ENV}=1 to load them.",
+            stacklevel=2,
+        )
     if not files:
         raise ValueError(
-            f"The folder {root} holds no {'/'.join(e[1:] for e in IMAGE_EXTS)} images; "
+            f"The folder {shown(root)} holds no {'/'.join(e[1:] for e in IMAGE_EXTS)} images; "
             f"point 'folder:' at a folder that does."
         )
     listing = hashlib.blake2b(digest_size=12)
     for p in files:
         st = p.stat()
-        listing.update(f"{p.relative_to(root)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        listing.update(os.fsencode(p.relative_to(root)))
+        listing.update(f"\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    # before any file is opened: the decoded uint8 array, its transposed copy and the float32 images
+    check_memory(
+        len(files) * res * res * 3 * (2 + 4),
+        f"decoding {len(files):,} images of {shown(root)} at {res}x{res}",
+        "lower ?res= or use fewer images",
+    )
     arrays = cached_arrays(
         f"dataset/folder/{root}/res{res}",
         lambda: _decode_folder(root, files, res),

@@ -14,6 +14,7 @@ import threading
 
 import torch
 
+from ..core.interrupt import checkpoint
 from ..core.posterior import (
     CHUNK_ELEMS,
     StreamingSoftmax,
@@ -62,6 +63,7 @@ class Corpus:
         )  # (N,)
         self._stats: DataStats | None = None
         self._proxy: dict[tuple, ProxyIndex] = {}
+        self._lock = threading.RLock()  # app sessions fill these caches from several threads
 
     @property
     def N(self) -> int:
@@ -73,6 +75,10 @@ class Corpus:
 
     @property
     def stats(self) -> DataStats:
+        with self._lock:
+            return self._stats_locked()
+
+    def _stats_locked(self) -> DataStats:
         if self._stats is None:
             # disk cache (cache.cached_arrays) keyed by name, N, shape and a strided content
             # fingerprint
@@ -87,7 +93,11 @@ class Corpus:
     def proxy(self, low_res: int, backend: str = "torch", nlist: int | None = None) -> ProxyIndex:
         """The proxy database + search index for (low_res, backend, nlist), built once; proxies are
         shared."""
-        key = (low_res, backend, nlist)
+        with self._lock:
+            return self._proxy_locked((low_res, backend, nlist))
+
+    def _proxy_locked(self, key: tuple) -> ProxyIndex:
+        low_res, backend, nlist = key
         if key not in self._proxy:
             P = next((ix.P for (lr, _, _), ix in self._proxy.items() if lr == low_res), None)
             d = self.D // max(1, proxy_factor(self.shape, low_res) ** 2)
@@ -184,6 +194,7 @@ def global_scan(x_t: torch.Tensor, corpus: Corpus, abar: float, tau: float) -> S
         x_t.device,
     )
     for i in range(0, corpus.N, step):
+        checkpoint()
         rows = slice(i, i + step)
         logits = global_logits(x_t, corpus.X[rows], corpus.sqnorm[rows], abar, tau)  # (B, chunk)
         acc.add(logits[..., None], corpus.X[rows])
@@ -220,6 +231,7 @@ def locality_scan(
         {},
     )  # coef * M^T (dense or sparse), buffers
     for i in range(0, N, step):
+        checkpoint()
         XcT = X[i : i + step].T.contiguous()  # (D, c), shared by the batch
         parts = [
             pixel_chunk_sums(
@@ -265,6 +277,7 @@ def locality_subset(
     acc, work = StreamingSoftmax(), {}
     step = chunk_rows(B, D)
     for i in range(0, k, step):
+        checkpoint()
         parts = []
         for b in range(B):
             XcT = rows(b)[i : i + step].T.contiguous()  # (D, c)

@@ -222,12 +222,20 @@ class GoldDiffDenoiser(PCALocalityDenoiser):
     def _denoise(self, x_t, t, abar, generator):
         corpus, sqrt_abar, p = self.corpus, math.sqrt(abar), self.params
         m_t, k_t = self.sizes(t)
+        B, D = x_t.shape
+        # the largest allocations of this step, refused before any is made: the random pools
+        # (B, m_t) int64 (numpy and torch) and the golden subset's aggregation
+        check_memory(
+            16 * B * m_t + subset_bytes(B, k_t, D),
+            f"the ({B}, {k_t}, {D}) golden subset at t={t}",
+            "lower --n or --k-max",
+            self.device,
+        )
         M = self.mask(t, abar)
         index = corpus.proxy(p.low_res, p.backend, p.nlist)
         # 1. coarse: pool of m_t (random) or all N (nearest), screened in the proxy space down to
         # k_max
         t0 = time.perf_counter()
-        B = x_t.shape[0]
         near = self.nearest_samples(x_t, abar, k_t)  # (B,) bool
         pool = (
             self.draw_pool(m_t, B, generator) if not bool(near.all()) else None
@@ -248,13 +256,6 @@ class GoldDiffDenoiser(PCALocalityDenoiser):
         _sync(self.device)
         t2 = time.perf_counter()
         # 3. aggregate: exact per-pixel PCA-locality softmax over S_t only
-        B, D = x_t.shape
-        check_memory(
-            subset_bytes(B, int(S.shape[1]), D),
-            f"the ({B}, {int(S.shape[1])}, {D}) golden subset at t={t}",
-            "lower --n or --k-max",
-            self.device,
-        )
         x0, H, wmean = locality_subset(x_t, corpus.X, M, abar, self.temperature, S=S)
         _sync(self.device)
         t3 = time.perf_counter()

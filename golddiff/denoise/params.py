@@ -224,6 +224,21 @@ class DenoiserParams:
 
     # ------------------------------------------------------------------ validation
 
+    def check_fields(self, methods: tuple[str, ...] | list[str]) -> None:
+        """The checks that need no dataset, run before any data loads: each set field that one of
+        `methods` uses against its spec, and k_min <= k_max. Raises ValueError."""
+        for m in methods:
+            if m not in METHODS:
+                raise ValueError(f"Unknown method '{m}'; choose one of: {', '.join(METHODS)}.")
+        for s in self.specs():
+            v = getattr(self, s.name)
+            if v is not None and any(m in s.methods for m in methods):
+                _check_value(s, v)
+        if self.k_min is not None and self.k_max is not None and self.k_min > self.k_max:
+            raise ValueError(
+                f"k_min={self.k_min} is larger than k_max={self.k_max}; make k_min <= k_max."
+            )
+
     def validate(self, method: str, N: int, shape: tuple[int, int, int]) -> "DenoiserParams":
         """Check the fields `method` uses against their specs and each other; return the resolved,
         normalised params (whole numbers as int). Raises ValueError with one sentence saying what to

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from ..core.posterior import sq_dists
-from ..data.cache import atomic_write, cache_dir
+from ..data.cache import atomic_write, cache_dir, inside, remove_stale_temps
 
 BACKENDS = ("torch", "faiss", "faiss-ivf")
 APPROXIMATE = ("faiss-ivf",)
@@ -226,20 +227,12 @@ class ProxyIndex:
                 / "faiss"
                 / f"{safe}-n{self.N}-{C}x{H}x{W}-p{self.low_res}-ivf{self.nlist}-{digest}.index"
             )
-            index = None
-            if self.cache_path.exists():
-                try:
-                    index = faiss.read_index(str(self.cache_path))
-                    if index.ntotal != self.N or index.d != self.d or index.nlist != self.nlist:
-                        index = None
-                except RuntimeError:
-                    index = None  # unreadable cache: rebuild and overwrite it
+            index = _load_ivf(self.cache_path, self.N, self.d, self.nlist)
             if index is None:
                 index = faiss.IndexIVFFlat(faiss.IndexFlatL2(self.d), self.d, self.nlist)
                 index.train(Pn)
                 index.add(Pn)
-                self.cache_path.parent.mkdir(parents=True, exist_ok=True)
-                atomic_write(self.cache_path, lambda tmp: faiss.write_index(index, str(tmp)))
+                _save_index(self.cache_path, index)
         if _faiss_gpu(self.P.device):
             self._res = faiss.StandardGpuResources()
             index = faiss.index_cpu_to_gpu(self._res, self.P.device.index or 0, index)
@@ -311,6 +304,42 @@ class ProxyIndex:
         return idx
 
 
+def _load_ivf(path: Path, N: int, d: int, nlist: int):
+    """The cached IndexIVFFlat at `path` when it is a readable index of that type and size inside
+    the cache, else None (the caller rebuilds it)."""
+    import faiss
+
+    p = inside(path.parent, path.name)
+    try:
+        if p is None or not p.is_file():
+            return None
+        index = faiss.read_index(str(p))
+    except (RuntimeError, OSError):
+        return None  # unreadable cache: rebuild and overwrite it
+    if not isinstance(index, faiss.IndexIVFFlat):
+        return None  # a valid index of another type
+    if index.ntotal != N or index.d != d or index.nlist != nlist:
+        return None
+    return index
+
+
+def _save_index(path: Path, index) -> None:
+    """Write the index atomically; when the cache cannot take it (read-only, not a folder, disk
+    full) keep it in memory only, with a warning, as the array cache does."""
+    import faiss
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(path.parent)  # left by a killed writer
+        atomic_write(path, lambda tmp: faiss.write_index(index, str(tmp)))
+    except (OSError, RuntimeError) as e:
+        warnings.warn(
+            f"The faiss index cache {path.parent} is not writable ({e}); the index is kept in "
+            "memory only.",
+            stacklevel=3,
+        )
+
+
 def _fill_missing(idx: torch.Tensor, exact: torch.Tensor) -> torch.Tensor:
     """Replace the -1 entries of idx (B, k) with exact results that idx lacks, keeping rows
     duplicate-free."""
@@ -347,7 +376,13 @@ def fine_select(
     B, n_cand = cand.shape
     if 4 * B * n_cand >= X.shape[0] and B * X.shape[0] <= BLOCK_ELEMS:
         d = sq_dists(x_t, X, sqnorm, scale).gather(1, cand)  # (B, c)
-    else:
-        d = gathered_sq_dists(x_t, X, sqnorm, cand, scale)  # (B, c)
+    else:  # gathered rows in blocks of samples: never more than BLOCK_ELEMS of (b, c, D)
+        rows = max(1, BLOCK_ELEMS // max(1, c * X.shape[1]))
+        d = torch.cat(
+            [
+                gathered_sq_dists(x_t[i : i + rows], X, sqnorm, cand[i : i + rows], scale)
+                for i in range(0, B, rows)
+            ]
+        )  # (B, c)
     j = d.topk(k, dim=1, largest=False).indices
     return cand.gather(1, j)

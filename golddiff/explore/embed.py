@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 import warnings
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -29,7 +31,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..data.cache import atomic_write, cache_dir
+from ..data.cache import atomic_write, cache_dir, inside, remove_stale_temps
 from ..data.datasets import Dataset
 
 UMAP_DEFAULTS = dict(n_neighbors=15, min_dist=0.1)  # umap-learn's own defaults, Euclidean metric
@@ -156,16 +158,70 @@ def load_map(
     if params["method"] == "identity":
         return EmbeddingMap(points.numpy().copy(), idx, points, params, data)
     path = cache_path(params, _content(points))
-    if not path.exists():
+    coords = IN_MEMORY.get(path)
+    if coords is None:
+        coords = _read_coords(path, idx)
+    if coords is None:
         return None
+    return EmbeddingMap(coords, idx, points, params, data)
+
+
+def _read_coords(path: Path, idx: np.ndarray) -> np.ndarray | None:
+    """(n, 2) coordinates of a valid cached map for the sample `idx`, else None: missing, outside
+    the cache, truncated, empty or not an npz, or made for other images (the caller rebuilds it)."""
+    p = inside(path.parent, path.name)
     try:
-        with np.load(path, allow_pickle=False) as z:
+        if p is None or not p.is_file():
+            return None
+        with np.load(p, allow_pickle=False) as z:
             coords, index = z["coords"].astype(np.float32), z["index"].astype(np.int64)
-    except (OSError, ValueError, KeyError):
-        return None  # unreadable cache: the caller rebuilds it
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        return None
     if coords.shape != (idx.shape[0], 2) or not np.array_equal(index, idx):
         return None
-    return EmbeddingMap(coords, index, points, params, data)
+    return coords
+
+
+class _MapsInMemory:
+    """Maps whose cache file could not be written, by path, for the rest of the process."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._by_path: dict[Path, np.ndarray] = {}
+
+    def get(self, path: Path) -> np.ndarray | None:
+        with self._lock:
+            return self._by_path.get(path)
+
+    def put(self, path: Path, coords: np.ndarray) -> None:
+        with self._lock:
+            self._by_path[path] = coords
+
+    def clear(self) -> None:
+        with self._lock:
+            self._by_path.clear()
+
+
+IN_MEMORY = _MapsInMemory()
+
+
+def _save_coords(path: Path, coords: np.ndarray, idx: np.ndarray, params: dict) -> None:
+    """Write the map atomically; when the cache cannot take it keep it in memory, with a warning."""
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            np.savez(f, coords=coords, index=idx, params=np.array(json.dumps(params)))
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(path.parent)  # left by a killed writer
+        atomic_write(path, write)
+    except OSError as e:
+        IN_MEMORY.put(path, coords)
+        warnings.warn(
+            f"The map cache {path.parent} is not writable ({e}); the map is kept in memory only.",
+            stacklevel=3,
+        )
 
 
 def build_map(
@@ -210,13 +266,6 @@ def build_map(
         warnings.simplefilter("ignore")  # "n_jobs overridden by random_state", numba notices
         coords = reducer.fit_transform(points.numpy()).astype(np.float32)  # (n, 2)
     report(0.95, "saving the map")
-    path = cache_path(params, _content(points))
-    path.parent.mkdir(parents=True, exist_ok=True)
-
-    def write(tmp: Path) -> None:
-        with open(tmp, "wb") as f:
-            np.savez(f, coords=coords, index=idx, params=np.array(json.dumps(params)))
-
-    atomic_write(path, write)
+    _save_coords(cache_path(params, _content(points)), coords, idx, params)
     report(1.0, "map ready")
     return EmbeddingMap(coords, idx, points, params, data)

@@ -94,6 +94,17 @@ def _np(x: torch.Tensor | None):
     )
 
 
+def check_diagnostics_memory(B: int, corpus: Corpus, device) -> None:
+    """Refuse (ValueError) when the per-step diagnostics would not fit: logits, weights and the
+    temporaries of entropy / ESS / sort (values + int64 indices), about 8 (B, N) floats."""
+    check_memory(
+        8 * B * corpus.N * 4,
+        f"the ({B}, {corpus.N}) global posterior of the diagnostics",
+        "lower --n or use a smaller dataset",
+        device,
+    )
+
+
 def make_record(
     step: int,
     t: int,
@@ -113,14 +124,7 @@ def make_record(
     per-pixel mass of S_t.
     """
     B, shape = x_t.shape[0], (x_t.shape[0],) + corpus.shape
-    # logits, weights and the temporaries of entropy / ESS / sort (values + int64 indices): ~8 (B,
-    # N) floats
-    check_memory(
-        8 * B * corpus.N * 4,
-        f"the ({B}, {corpus.N}) global posterior of the diagnostics",
-        "lower --n or use a smaller dataset",
-        x_t.device,
-    )
+    check_diagnostics_memory(B, corpus, x_t.device)
     logits = global_logits(x_t, corpus.X, corpus.sqnorm, abar, tau)  # (B, N)
     w = torch.softmax(logits, dim=1)  # the global posterior
     n = min(top_n, corpus.N)

@@ -24,10 +24,23 @@ from typing import Callable
 import numpy as np
 import torch
 
+from ..core.interrupt import checkpoint
 from ..core.schedule import NoiseSchedule
 from ..data.cache import atomic_write
 from ..denoise.methods import Denoiser
-from .records import StepRecord, make_record
+from .records import StepRecord, check_diagnostics_memory, make_record
+
+SEED_MAX = 2**63 - 1  # seeds are 0..SEED_MAX (torch and numpy generators both take these)
+
+
+def check_seed(seed, name: str = "seed") -> int:
+    """The seed as an int; ValueError naming `name` (e.g. "--seed") and the range otherwise."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not (
+        0 <= seed <= SEED_MAX
+    ):
+        raise ValueError(f"{name}={seed} is outside 0..{SEED_MAX}; choose a seed in that range.")
+    return int(seed)
+
 
 # denoise(x_t (B, D), t) -> x0_hat (B, D); on_step(i, t, x_t, x0_hat) after each call
 DenoiseFn = Callable[[torch.Tensor, int], torch.Tensor]
@@ -44,6 +57,7 @@ def ddim(
     last x0_hat (B, D): at ts[-1] = 0 the sample itself."""
     x0_hat = x
     for i, t in enumerate(ts):
+        checkpoint()
         x0_hat = denoise(x, t)  # (B, D)
         if on_step is not None:
             on_step(i, t, x, x0_hat)
@@ -144,9 +158,10 @@ def sample(
     elif not 1 <= int(n) <= 4096:
         raise ValueError(f"n={n} samples is outside 1..4096; choose n between 1 and 4096.")
     ts = schedule.timesteps(steps)
-    g = torch.Generator().manual_seed(int(seed))
+    g = torch.Generator().manual_seed(check_seed(seed))
     if x_T is None:
         x_T = torch.randn(int(n), corpus.D, generator=g)
+    check_diagnostics_memory(int(x_T.shape[0]), corpus, corpus.device)  # before any step runs
     x = x_T.to(corpus.device, torch.float32)
     p = denoiser.params
     records: list[StepRecord] = []
