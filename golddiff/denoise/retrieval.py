@@ -377,7 +377,7 @@ def fine_select(
     if 4 * B * n_cand >= X.shape[0] and B * X.shape[0] <= BLOCK_ELEMS:
         d = sq_dists(x_t, X, sqnorm, scale).gather(1, cand)  # (B, c)
     else:  # gathered rows in blocks of samples: never more than BLOCK_ELEMS of (b, c, D)
-        rows = max(1, BLOCK_ELEMS // max(1, c * X.shape[1]))
+        rows = max(1, BLOCK_ELEMS // max(1, n_cand * X.shape[1]))
         d = torch.cat(
             [
                 gathered_sq_dists(x_t[i : i + rows], X, sqnorm, cand[i : i + rows], scale)
