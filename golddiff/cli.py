@@ -125,6 +125,8 @@ def download_progress(done: int, total: int | None) -> None:
 def cmd_sample(args) -> int:
     from . import load_dataset, make_denoiser, pick_device, sample
 
+    if getattr(args, "shard", None):
+        return cmd_sample_sharded(args)
     ds = load_dataset(args.dataset, progress=download_progress)
     den = make_denoiser(
         args.method, ds, device=pick_device(args.device), params=method_params(args)
@@ -152,7 +154,7 @@ def add_bench_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", default="mnist-5k")
     p.add_argument("--methods", default="pca,golddiff,optimal,wiener,hybrid")
     p.add_argument("--steps", type=int, default=10)
-    p.add_argument("--n", type=int, default=8)
+    p.add_argument("--samples", "--n", dest="n", type=int, default=8, help="samples (batch size)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--sizes",
@@ -184,6 +186,8 @@ def cmd_bench(args) -> int:
     from .run.bench import REFERENCE, check_methods, compare, format_report, scaling, to_json
 
     methods = check_methods([m.strip() for m in args.methods.split(",") if m.strip()])
+    if getattr(args, "shard", None):
+        return cmd_bench_sharded(args, methods)
     sizes = parse_sizes(getattr(args, "sizes", None))
     ds = load_dataset(args.dataset, progress=download_progress)
     for s in sizes:
@@ -255,6 +259,109 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def add_shard_args(p: argparse.ArgumentParser) -> None:
+    """--shard and --timeout: run under torchrun across processes (golddiff.run.distributed)."""
+    from .run.distributed import SHARD_MODES, TIMEOUT_S
+
+    p.add_argument(
+        "--shard",
+        choices=SHARD_MODES,
+        default=None,
+        help="under torchrun: split the samples or the corpus across the ranks",
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=TIMEOUT_S,
+        help=f"with --shard: seconds a rank waits for the others before the run stops "
+        f"(default {TIMEOUT_S:g})",
+    )
+
+
+def cmd_sample_sharded(args) -> int:
+    """`sample --shard` under torchrun: each rank samples its part; rank 0 prints and saves."""
+    from . import load_dataset
+    from .run.distributed import PeerFailure, sample_sharded, session
+
+    try:
+        with session(args.device, args.timeout) as (comm, device):
+            ds = load_dataset(args.dataset, progress=download_progress if comm.rank == 0 else None)
+            if comm.rank == 0:
+                print(
+                    f"{args.method} on {ds.name}: N={ds.N}, image {ds.shape}, --shard {args.shard}"
+                    f" over {comm.world} ranks, device {device}",
+                    file=sys.stderr,
+                )
+            traj = sample_sharded(
+                args.shard,
+                comm,
+                ds,
+                args.method,
+                method_params(args),
+                device,
+                args.steps,
+                args.n,
+                args.seed,
+                args.exact_check,
+                callback=_progress(args.steps) if comm.rank == 0 else None,
+            )
+            if traj is not None:
+                print(format_table(traj))
+                if args.out:
+                    traj.save(args.out)
+                    print(f"saved {args.out}", file=sys.stderr)
+    except PeerFailure as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_bench_sharded(args, methods: list[str]) -> int:
+    """`bench --shard` under torchrun: ms per step and bytes sent per step of each method."""
+    import json
+
+    from . import load_dataset
+    from .data.cache import atomic_write
+    from .run.distributed import PeerFailure, bench_sharded, session
+
+    try:
+        with session(args.device, args.timeout) as (comm, device):
+            ds = load_dataset(args.dataset, progress=download_progress if comm.rank == 0 else None)
+            res = bench_sharded(
+                args.shard,
+                comm,
+                ds,
+                methods,
+                method_params(args),
+                device,
+                args.steps,
+                args.n,
+                args.seed,
+            )
+            if comm.rank != 0:
+                return 0
+    except PeerFailure as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(
+        f"{ds.name}: N={ds.N}, image {ds.shape}, {args.n} samples x {args.steps} steps, "
+        f"--shard {args.shard} over {comm.world} ranks, {device}"
+    )
+    print(f"{'method':<9} {'ms/step':>9} {'denoise KB/step':>16} {'diagnostics KB/step':>20}")
+    for m, r in res.items():
+        b = r["bytes_per_step"]
+        print(
+            f"{m:<9} {r['ms_per_step']:9.1f} {b.get('denoise', 0) / 1024:16.1f} "
+            f"{b.get('diagnostics', 0) / 1024:20.1f}"
+        )
+    if args.json:
+        js = {"dataset": ds.name, "N": ds.N, "shard": args.shard, "world_size": comm.world}
+        js.update(steps=args.steps, n=args.n, device=str(device), methods=res)
+        atomic_write(Path(args.json), lambda tmp: tmp.write_text(json.dumps(js, indent=1)))
+        print(f"saved {args.json}", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="python -m golddiff", description="GoldDiff Explorer command line"
@@ -265,7 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--dataset", default="mnist-5k")
     s.add_argument("--method", default="golddiff")
     s.add_argument("--steps", type=int, default=10)
-    s.add_argument("--n", type=int, default=8)
+    s.add_argument("--samples", "--n", dest="n", type=int, default=8, help="number of samples")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--out", default=None, help="save the trajectory (.npz)")
     s.add_argument(
@@ -274,9 +381,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="also run the full-scan PCA reference at each step (one-step r^2, slower)",
     )
     add_method_args(s)
+    add_shard_args(s)
     b = sub.add_parser("bench", help="time and compare methods side by side")
     add_bench_args(b)
     add_method_args(b)
+    add_shard_args(b)
     return ap
 
 
