@@ -59,11 +59,10 @@ class Comm:
     def _guard(self):
         try:
             yield
-        except RuntimeError as e:  # gloo / NCCL errors (DistBackendError is a RuntimeError)
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        except RuntimeError as e:  # gloo raises RuntimeError, NCCL DistBackendError (a subclass)
             raise PeerFailure(
                 f"rank {self.rank}: another rank failed, exited or did not answer within "
-                f"{self.timeout_s:g} s, so the run stops ({first[:160]})."
+                f"{self.timeout_s:g} s, so the run stops ({_reason(e)})."
             ) from None
 
     def all_reduce(self, t: torch.Tensor, op: str = "sum") -> torch.Tensor:
@@ -99,6 +98,15 @@ class Comm:
         if self.world > 1:
             with self._guard():
                 dist.barrier()
+
+
+def _reason(e: Exception) -> str:
+    """The backend's reason in a few words: '[.../pair.cc:553] Connection closed by peer [addr].
+    This is typically ...' -> 'Connection closed by peer [addr]'."""
+    text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    if text.startswith("[") and "] " in text:
+        text = text.split("] ", 1)[1]
+    return text.split(". ")[0].rstrip(".")[:200]
 
 
 def launched() -> bool:
