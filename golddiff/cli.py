@@ -285,34 +285,27 @@ def cmd_sample_sharded(args) -> int:
 
     try:
         with session(args.device, args.timeout) as (comm, device):
-            ds = load_dataset(args.dataset, progress=download_progress if comm.rank == 0 else None)
-            if comm.rank == 0:
+            lead = comm.rank == 0
+            ds = load_dataset(args.dataset, progress=download_progress if lead else None)
+            if lead:
                 print(
                     f"{args.method} on {ds.name}: N={ds.N}, image {ds.shape}, --shard {args.shard}"
                     f" over {comm.world} ranks, device {device}",
                     file=sys.stderr,
                 )
+            run = dict(steps=args.steps, n=args.n, seed=args.seed, exact_check=args.exact_check)
+            cb = _progress(args.steps) if lead else None
             traj = sample_sharded(
-                args.shard,
-                comm,
-                ds,
-                args.method,
-                method_params(args),
-                device,
-                args.steps,
-                args.n,
-                args.seed,
-                args.exact_check,
-                callback=_progress(args.steps) if comm.rank == 0 else None,
+                args.shard, comm, ds, args.method, method_params(args), device, **run, callback=cb
             )
-            if traj is not None:
-                print(format_table(traj))
-                if args.out:
-                    traj.save(args.out)
-                    print(f"saved {args.out}", file=sys.stderr)
     except PeerFailure as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    if traj is not None:
+        print(format_table(traj))
+        if args.out:
+            traj.save(args.out)
+            print(f"saved {args.out}", file=sys.stderr)
     return 0
 
 
@@ -322,43 +315,21 @@ def cmd_bench_sharded(args, methods: list[str]) -> int:
 
     from . import load_dataset
     from .data.cache import atomic_write
-    from .run.distributed import PeerFailure, bench_sharded, session
+    from .run.distributed import PeerFailure, bench_sharded, format_sharded_bench, session
 
     try:
         with session(args.device, args.timeout) as (comm, device):
             ds = load_dataset(args.dataset, progress=download_progress if comm.rank == 0 else None)
-            res = bench_sharded(
-                args.shard,
-                comm,
-                ds,
-                methods,
-                method_params(args),
-                device,
-                args.steps,
-                args.n,
-                args.seed,
-            )
-            if comm.rank != 0:
-                return 0
+            run = dict(steps=args.steps, n=args.n, seed=args.seed)
+            js = bench_sharded(args.shard, comm, ds, methods, method_params(args), device, **run)
     except PeerFailure as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    print(
-        f"{ds.name}: N={ds.N}, image {ds.shape}, {args.n} samples x {args.steps} steps, "
-        f"--shard {args.shard} over {comm.world} ranks, {device}"
-    )
-    print(f"{'method':<9} {'ms/step':>9} {'denoise KB/step':>16} {'diagnostics KB/step':>20}")
-    for m, r in res.items():
-        b = r["bytes_per_step"]
-        print(
-            f"{m:<9} {r['ms_per_step']:9.1f} {b.get('denoise', 0) / 1024:16.1f} "
-            f"{b.get('diagnostics', 0) / 1024:20.1f}"
-        )
-    if args.json:
-        js = {"dataset": ds.name, "N": ds.N, "shard": args.shard, "world_size": comm.world}
-        js.update(steps=args.steps, n=args.n, device=str(device), methods=res)
-        atomic_write(Path(args.json), lambda tmp: tmp.write_text(json.dumps(js, indent=1)))
-        print(f"saved {args.json}", file=sys.stderr)
+    if js is not None:
+        print(format_sharded_bench(js))
+        if args.json:
+            atomic_write(Path(args.json), lambda tmp: tmp.write_text(json.dumps(js, indent=1)))
+            print(f"saved {args.json}", file=sys.stderr)
     return 0
 
 

@@ -53,7 +53,8 @@ class Comm:
         self.bytes: dict[str, int] = {}
 
     def _count(self, n: int) -> None:
-        self.bytes[self.phase] = self.bytes.get(self.phase, 0) + int(n)
+        if self.world > 1:  # one rank sends nothing
+            self.bytes[self.phase] = self.bytes.get(self.phase, 0) + int(n)
 
     @contextmanager
     def _guard(self):
@@ -197,7 +198,7 @@ def sample_sharded(
     process up to float round-off."""
     if mode not in SHARD_MODES:
         raise ValueError(f"Unknown --shard '{mode}'; choose one of: {', '.join(SHARD_MODES)}.")
-    schedule = NoiseSchedule()
+    schedule, comm.phase = NoiseSchedule(), "setup"
     if mode == "samples":
         if not comm.world <= int(n) <= 4096:
             raise ValueError(
@@ -238,25 +239,49 @@ def bench_sharded(
     steps: int = 10,
     n: int = 8,
     seed: int = 0,
-) -> dict:
-    """ms per step and bytes sent per step of each method under `--shard mode` (on rank 0).
+) -> dict | None:
+    """ms per step and bytes sent per step of each method under `--shard mode`: a JSON-ready dict
+    on rank 0, None on the others.
 
-    ms/step: median over the steps of the denoiser call, slowest rank; a warm-up run first fills
+    ms/step: median over the steps of the denoiser call, slowest rank; an identical warm-up run fills
     the statistics, masks and proxy caches. Bytes: this rank's payload per step (see `Comm`), for
-    the denoiser and for the diagnostics over all N."""
+    the denoiser and for the diagnostics over all N; the final gather of --shard samples apart."""
     out = {}
     for m in methods:
-        sample_sharded(mode, comm, data, m, params, device, 2, min(n, 4096), seed)  # warm-up
+        sample_sharded(mode, comm, data, m, params, device, steps, n, seed)  # warm-up
         comm.bytes.clear()
         start = time.perf_counter()
         traj = sample_sharded(mode, comm, data, m, params, device, steps, n, seed)
         wall = time.perf_counter() - start
-        per_step = {k: v / steps for k, v in comm.bytes.items() if k != "gather"}
-        if traj is not None:
-            out[m] = {
-                "ms_per_step": float(np.median(traj.scalars("time_step")) * 1000),
-                "wall_s": wall,
-                "bytes_per_step": per_step,
-                "gather_bytes": comm.bytes.get("gather", 0),
-            }
-    return out
+        out[m] = {
+            "ms_per_step": (
+                None if traj is None else float(np.median(traj.scalars("time_step"))) * 1e3
+            ),
+            "wall_s": wall,
+            "bytes_per_step": {k: v / steps for k, v in comm.bytes.items() if k != "gather"},
+            "gather_bytes": comm.bytes.get("gather", 0),
+        }
+    if comm.rank != 0:
+        return None
+    meta = dict(dataset=data.name, N=data.N, shape=list(data.shape), steps=steps, n=n, seed=seed)
+    meta.update(shard=mode, world_size=comm.world, device=str(device), torch=torch.__version__)
+    return {"meta": meta, "methods": out}
+
+
+def format_sharded_bench(js: dict) -> str:
+    """The sharded bench as text: one row per method."""
+    m = js["meta"]
+    lines = [
+        f"{m['dataset']}: N={m['N']}, image {tuple(m['shape'])}, {m['n']} samples x {m['steps']} "
+        f"steps, --shard {m['shard']} over {m['world_size']} ranks, {m['device']}",
+        f"{'method':<9} {'ms/step':>9} {'wall_s':>8} {'denoise KB/step':>16} "
+        f"{'diagnostics KB/step':>20} {'gather KB':>10}",
+    ]
+    for name, r in js["methods"].items():
+        b = r["bytes_per_step"]
+        lines.append(
+            f"{name:<9} {r['ms_per_step']:9.1f} {r['wall_s']:8.2f} "
+            f"{b.get('denoise', 0) / 1024:16.1f} {b.get('diagnostics', 0) / 1024:20.1f} "
+            f"{r['gather_bytes'] / 1024:10.1f}"
+        )
+    return "\n".join(lines)
