@@ -18,7 +18,7 @@ NOISE, POOL = 0, 1  # the stream kinds in a seed key
 
 
 class SampleStreams:
-    """The seed streams of samples `ids` (their global indices in the run) of a run seeded `seed`."""
+    """The seed streams of samples `ids` (their indices in the whole run) of a run seeded `seed`."""
 
     def __init__(self, seed: int, ids: Sequence[int]):
         self.seed = int(seed) % 2**63  # SeedSequence takes non-negative entropy
