@@ -1,4 +1,4 @@
-"""Sampling across processes with torch.distributed (torchrun): `--shard samples` or `--shard corpus`.
+"""Sampling across processes with torch.distributed (torchrun): --shard samples or --shard corpus.
 
     samples   rank r runs samples [r n / R, (r + 1) n / R) with the whole corpus; each sample has
               its own seed stream, so the samples do not depend on R; rank 0 gathers them in order
@@ -243,8 +243,8 @@ def bench_sharded(
     """ms per step and bytes sent per step of each method under `--shard mode`: a JSON-ready dict
     on rank 0, None on the others.
 
-    ms/step: median over the steps of the denoiser call, slowest rank; an identical warm-up run fills
-    the statistics, masks and proxy caches. Bytes: this rank's payload per step (see `Comm`), for
+    ms/step: median over the steps of the denoiser call, slowest rank; an identical warm-up run
+    fills the statistics, masks and proxy caches. Bytes: this rank's payload per step (see `Comm`), for
     the denoiser and for the diagnostics over all N; the final gather of --shard samples apart."""
     out = {}
     for m in methods:
