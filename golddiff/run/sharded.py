@@ -55,6 +55,12 @@ def shard_bounds(N: int, world: int, rank: int) -> tuple[int, int]:
     return rank * N // world, (rank + 1) * N // world
 
 
+def pack_dtype(total: int) -> torch.dtype:
+    """The dtype that gathers (distance, value, dataset index) triples: float32 holds every index
+    exactly below 2^24 rows (12 bytes a candidate), float64 beyond."""
+    return torch.float32 if total < 2**24 else torch.float64
+
+
 def shard_corpus(data: Dataset, comm, device: torch.device) -> Corpus:
     """This rank's rows of `data` on `device`, with the statistics of all N rows (all-reduced)."""
     if data.N < comm.world:
@@ -95,15 +101,17 @@ def merge_softmax(comm, acc: StreamingSoftmax) -> StreamingSoftmax:
     return out
 
 
-def global_topk(comm, v: torch.Tensor, offset: int, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+def global_topk(
+    comm, v: torch.Tensor, offset: int, total: int, k: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The k largest values over all ranks' columns: (values (B, k), dataset indices (B, k)).
 
-    v: (B, n) this rank's columns, column j being dataset row offset + j."""
+    v: (B, n) this rank's columns, column j being row offset + j of a dataset of `total` rows."""
     B, n = v.shape
     top = v.topk(min(k, n), dim=1)
-    pack = torch.full((B, k, 2), -math.inf, dtype=torch.float64, device=v.device)
-    pack[:, : top.values.shape[1], 0] = top.values.double()
-    pack[:, : top.values.shape[1], 1] = (top.indices + offset).double()
+    pack = torch.full((B, k, 2), -math.inf, dtype=pack_dtype(total), device=v.device)
+    pack[:, : top.values.shape[1], 0] = top.values
+    pack[:, : top.values.shape[1], 1] = top.indices + offset
     every = comm.all_gather(pack).permute(1, 0, 2, 3).reshape(B, -1, 2)  # (B, R k, 2)
     best = every[..., 0].topk(k, dim=1).indices  # (B, k)
     return every[..., 0].gather(1, best), every[..., 1].gather(1, best).long()
@@ -145,7 +153,7 @@ class ShardedPosterior(CorpusPosterior):
         logits, w, H = self.weights(x_t, abar, tau)
         sq = w.square().sum(1)
         comm.all_reduce(sq)
-        top_w, top_idx = global_topk(comm, w, c.offset, min(top_n, c.total))
+        top_w, top_idx = global_topk(comm, w, c.offset, c.total, min(top_n, c.total))
         w32 = w.float()
         out = dict(
             entropy=H.float(),
@@ -161,7 +169,7 @@ class ShardedPosterior(CorpusPosterior):
                 held[b, rows] = w32[b, rows]
             cm = held.sum(1)  # (B,)
             comm.all_reduce(cm)
-            top = global_topk(comm, logits, c.offset, subset.shape[1])[1]  # (B, k)
+            top = global_topk(comm, logits, c.offset, c.total, subset.shape[1])[1]  # (B, k)
             hits = torch.stack([torch.isin(top[b], subset[b]) for b in range(top.shape[0])])
             out.update(captured_mass=cm, recall=hits.float().mean(1))
         return out
@@ -271,10 +279,10 @@ class ShardedGoldDiff(GoldDiffDenoiser):
         near = d.topk(min(k, c.N), dim=1, largest=False)  # (B, k_r)
         full = gathered_sq_dists(x_t, c.X, c.sqnorm, near.indices, s)  # (B, k_r)
         B, k_r = full.shape
-        pack = torch.full((B, k, 3), math.inf, dtype=torch.float64, device=d.device)
-        pack[:, :k_r, 0] = near.values.double()
-        pack[:, :k_r, 1] = full.double().masked_fill(near.values.isinf(), math.inf)
-        pack[:, :k_r, 2] = (near.indices + c.offset).double()
+        pack = torch.full((B, k, 3), math.inf, dtype=pack_dtype(c.total), device=d.device)
+        pack[:, :k_r, 0] = near.values
+        pack[:, :k_r, 1] = full.masked_fill(near.values.isinf(), math.inf)
+        pack[:, :k_r, 2] = near.indices + c.offset
         every = self.comm.all_gather(pack).permute(1, 0, 2, 3).reshape(B, -1, 3)  # (B, R k, 3)
         n_ok = int(every[..., 0].isfinite().sum(1).min())  # min(k_max, pool size) per sample
         cand = every.gather(
