@@ -46,7 +46,7 @@ from ..denoise.methods import (
     WienerDenoiser,
 )
 from ..denoise.params import DenoiserParams
-from ..denoise.retrieval import gathered_sq_dists
+from ..denoise.retrieval import BLOCK_ELEMS, gathered_sq_dists
 from .records import CorpusPosterior
 
 
@@ -277,8 +277,12 @@ class ShardedGoldDiff(GoldDiffDenoiser):
         d.masked_fill_(~allowed, math.inf)
         k = min(self.k_max, c.total)
         near = d.topk(min(k, c.N), dim=1, largest=False)  # (B, k_r)
-        full = gathered_sq_dists(x_t, c.X, c.sqnorm, near.indices, s)  # (B, k_r)
-        B, k_r = full.shape
+        B, k_r = near.indices.shape
+        if 4 * B * k >= c.total and B * c.total <= BLOCK_ELEMS:  # fine_select's formula choice,
+            # so that both compute each distance with the same float32 operations
+            full = sq_dists(x_t, c.X, c.sqnorm, s).gather(1, near.indices)  # (B, k_r)
+        else:
+            full = gathered_sq_dists(x_t, c.X, c.sqnorm, near.indices, s)  # (B, k_r)
         pack = torch.full((B, k, 3), math.inf, dtype=pack_dtype(c.total), device=d.device)
         pack[:, :k_r, 0] = near.values
         pack[:, :k_r, 1] = full.masked_fill(near.values.isinf(), math.inf)
