@@ -304,27 +304,31 @@ class ShardedGoldDiff(GoldDiffDenoiser):
         B, D, k = x_t.shape[0], c.D, S.shape[1]
         op, s = mask_operator(M, abar, self.temperature), math.sqrt(abar)
         step, parts, held = chunk_rows(1, D), [], rows_of(S, c)
+        keep = B * k * D <= 4 * CHUNK_ELEMS  # logits small enough to keep for the weights
+        logits: list[torch.Tensor | None] = []  # per sample: (D, c_b) when kept
         for b, (_, rows) in enumerate(held):
-            acc = StreamingSoftmax()
+            acc, kept = StreamingSoftmax(), []
             for i in range(0, rows.shape[0], step):
                 XcT = c.X[rows[i : i + step]].T.contiguous()  # (D, chunk)
-                acc.merge(*pixel_chunk_sums(pixel_logits(x_t[b], XcT, s, op), XcT))
+                L = pixel_logits(x_t[b], XcT, s, op)  # (D, chunk)
+                acc.merge(*pixel_chunk_sums(L, XcT))
+                kept += [L] if keep else []
             if acc.mx is None:  # none of S[b] on this rank
                 z = x_t.new_zeros(D)
                 acc.merge(torch.full_like(z, -math.inf), z, z, z)
             parts.append(acc)
+            logits.append(torch.cat(kept, 1) if kept else None)
         local = StreamingSoftmax()
         local.mx, local.s0, local.s1, local.sx = (
             torch.stack([getattr(a, f) for a in parts]) for f in ("mx", "s0", "s1", "sx")
         )  # each (B, D)
         acc = merge_softmax(self.comm, local)
         wmean = None
-        if B * k * D <= 4 * CHUNK_ELEMS:
+        if keep:
             wmean = x_t.new_zeros(B, k)
-            for b, (pos, rows) in enumerate(held):
-                L = pixel_logits(x_t[b], c.X[rows].T.contiguous(), s, op)  # (D, c_b)
-                w = torch.exp(L - acc.mx[b][:, None]) / acc.s0[b][:, None]
-                wmean[b, pos] = w.mean(0)
+            for b, ((pos, _), L) in enumerate(zip(held, logits)):
+                if L is not None:  # w[m, i] = exp(L[m, i] - max_m) / s0_m over all ranks
+                    wmean[b, pos] = (torch.exp(L - acc.mx[b][:, None]) / acc.s0[b][:, None]).mean(0)
             self.comm.all_reduce(wmean)
         return acc.mean(), acc.entropy(), wmean
 
