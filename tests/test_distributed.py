@@ -172,3 +172,10 @@ def test_torchrun_cli_corpus_shard_writes_what_one_process_samples(tmp_path):
     den = make_denoiser("golddiff", load_dataset("digits"), device="cpu", pool="nearest")
     ref = sample(den, steps=6, n=3, seed=2)
     assert np.abs(Trajectory.load(out).samples - ref.samples).max() <= 1e-3
+
+
+def test_corpus_shard_refuses_an_approximate_or_faiss_screen():
+    from golddiff.run.sharded import sharded_denoiser
+
+    with pytest.raises(ValueError, match="choose --backend torch"):
+        sharded_denoiser("golddiff", None, None, DenoiserParams(backend="faiss-ivf"), None)

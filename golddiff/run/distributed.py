@@ -87,18 +87,13 @@ class Comm:
 
     def gather_object(self, obj) -> list | None:
         """Every rank's obj, in rank order, on rank 0 (None elsewhere)."""
-        self._count(len(pickle.dumps(obj)))
         if self.world == 1:
             return [obj]
+        self._count(len(pickle.dumps(obj)))  # pickled again by gather_object: bytes to report
         out = [None] * self.world if self.rank == 0 else None
         with self._guard():
             dist.gather_object(obj, out, dst=0)
         return out
-
-    def barrier(self) -> None:
-        if self.world > 1:
-            with self._guard():
-                dist.barrier()
 
 
 def _reason(e: Exception) -> str:

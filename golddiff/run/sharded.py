@@ -136,7 +136,6 @@ class ShardedPosterior(CorpusPosterior):
         """Global logits of the local rows (B, N_r) float64, their exact global weights
         (B, N_r), and the entropy H (B,) = log s0 - s1 / s0 with e = exp(L - max over all N),
         s0 = sum e, s1 = sum e (L - max) (centred: no cancellation at low noise)."""
-        self.comm.phase = "diagnostics"
         c = self.corpus
         logits = global_logits(x_t, c.X, c.sqnorm, abar, tau).double()  # (B, N_r)
         M = logits.amax(1)
@@ -150,6 +149,7 @@ class ShardedPosterior(CorpusPosterior):
 
     def summaries(self, x_t, abar, tau, top_n, subset):
         comm, c = self.comm, self.corpus
+        comm.phase = "diagnostics"
         logits, w, H = self.weights(x_t, abar, tau)
         sq = w.square().sum(1)
         comm.all_reduce(sq)
@@ -340,7 +340,6 @@ class ShardedGoldDiff(GoldDiffDenoiser):
         t0 = time.perf_counter()
         B = x_t.shape[0]
         near = self.nearest_samples(x_t, abar, k_t)  # (B,) bool
-        self.comm.phase = "denoise"
         allowed = near[:, None].expand(B, c.N).clone()  # (B, N_r): nearest samples screen all
         pool = self.draw_pool(m_t, B, generator, t) if not bool(near.all()) else None
         if pool is None:
@@ -372,7 +371,6 @@ class ShardedHybrid(HybridDenoiser):
     def __init__(self, corpus, schedule, params, comm):
         super().__init__(corpus, schedule, params)
         self.golddiff = ShardedGoldDiff(corpus, schedule, self.params, comm)
-        self.posterior = self.golddiff.posterior
 
 
 SHARDED = {
