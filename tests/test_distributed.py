@@ -4,6 +4,7 @@ or hangs must stop the run with a clear error on rank 0, never a hang."""
 
 from __future__ import annotations
 
+import json
 import multiprocessing as mp
 import os
 import socket
@@ -179,3 +180,22 @@ def test_corpus_shard_refuses_an_approximate_or_faiss_screen():
 
     with pytest.raises(ValueError, match="choose --backend torch"):
         sharded_denoiser("golddiff", None, None, DenoiserParams(backend="faiss-ivf"), None)
+
+
+def test_torchrun_bench_reports_ms_per_step_and_the_bytes_the_merge_needs(tmp_path):
+    """bench --shard corpus with 2 ranks: the full-scan PCA step sends exactly the per-pixel max
+    (B, D) and the sums s0, s1, sx (B, 3 D) in float32, 16 B D bytes; Wiener sends nothing."""
+    out, B = tmp_path / "bench.json", 3
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2"]
+    cmd += ["--master-port", str(free_port()), "-m", "golddiff", "bench", "--dataset", "digits"]
+    cmd += ["--shard", "corpus", "--methods", "pca,wiener", "--samples", str(B), "--steps", "2"]
+    cmd += ["--json", str(out)]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    js = json.loads(out.read_text())
+    assert js["meta"]["world_size"] == 2 and "ms/step" in done.stdout
+    pca, wiener = js["methods"]["pca"], js["methods"]["wiener"]
+    assert pca["ms_per_step"] > 0 and wiener["ms_per_step"] > 0
+    assert pca["bytes_per_step"]["denoise"] == 16 * B * 64  # digits: D = 64
+    assert wiener["bytes_per_step"].get("denoise", 0) == 0
