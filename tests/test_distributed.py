@@ -5,7 +5,6 @@ or hangs must stop the run with a clear error on rank 0, never a hang."""
 from __future__ import annotations
 
 import json
-import multiprocessing as mp
 import os
 import socket
 import subprocess
@@ -74,23 +73,33 @@ def worker(rank: int, world: int, port: int, out: str, fail: str | None, timeout
 
 
 def spawn(tmp, fail=None, timeout=30.0) -> tuple[list, float]:
-    ctx = mp.get_context("spawn")
+    """Two ranks as fresh interpreters running `worker` (not multiprocessing's spawn, which would
+    re-run whatever __main__ this pytest process holds, e.g. a Streamlit page from AppTest)."""
     port = free_port()
-    procs = [
-        ctx.Process(target=worker, args=(r, 2, port, str(tmp), fail, timeout)) for r in range(2)
-    ]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "tests")])
+    code = "import sys; from test_distributed import main_worker; main_worker(sys.argv[1:])"
+    args = [str(port), str(tmp), fail or "", str(timeout)]
     start = time.perf_counter()
-    for p in procs:
-        p.start()
-    procs[0].join(120)
-    elapsed = time.perf_counter() - start
-    for p in procs[1:]:
-        p.join(1 if fail else 60)
-    for p in procs:
-        if p.is_alive():  # the hanging rank of the failure test
-            p.kill()
-            p.join()
-    return [p.exitcode for p in procs], elapsed
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code, str(r)] + args, env=env) for r in range(2)
+    ]
+    try:
+        procs[0].wait(120)
+    finally:
+        elapsed = time.perf_counter() - start
+        for p in procs[1:]:
+            try:
+                p.wait(1 if fail else 60)
+            except subprocess.TimeoutExpired:  # the hanging rank of the failure test
+                p.kill()
+                p.wait()
+    return [p.returncode for p in procs], elapsed
+
+
+def main_worker(argv: list[str]) -> None:
+    rank, port, out, fail, timeout = argv
+    worker(int(rank), 2, int(port), out, fail or None, float(timeout))
 
 
 @pytest.fixture(scope="module")
