@@ -289,10 +289,8 @@ class ShardedGoldDiff(GoldDiffDenoiser):
         pack[:, :k_r, 2] = near.indices + c.offset
         every = self.comm.all_gather(pack).permute(1, 0, 2, 3).reshape(B, -1, 3)  # (B, R k, 3)
         n_ok = int(every[..., 0].isfinite().sum(1).min())  # min(k_max, pool size) per sample
-        cand = every.gather(
-            1,
-            every[..., 0].topk(min(k, n_ok), 1, largest=False).indices[..., None].expand(-1, -1, 3),
-        )  # (B, k_max, 3): the global proxy top k_max
+        order = every[..., 0].topk(min(k, n_ok), 1, largest=False).indices  # (B, k_max)
+        cand = every.gather(1, order[..., None].expand(-1, -1, 3))  # the global proxy top k_max
         keep = cand[..., 1].topk(min(k_t, cand.shape[1]), 1, largest=False).indices  # (B, k_t)
         return cand[..., 2].gather(1, keep).long()
 
