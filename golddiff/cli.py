@@ -143,6 +143,8 @@ def cmd_sample(args) -> int:
     from . import load_dataset, make_denoiser, pick_device, sample
 
     check_args(args, [args.method], "--out", args.out)
+    if getattr(args, "shard", None):
+        return cmd_sample_sharded(args)
     ds = load_dataset(args.dataset, progress=download_progress)
     den = make_denoiser(
         args.method, ds, device=pick_device(args.device), params=method_params(args)
@@ -172,7 +174,7 @@ def add_bench_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", default="mnist-5k")
     p.add_argument("--methods", default="pca,golddiff,optimal,wiener,hybrid")
     p.add_argument("--steps", type=int, default=10)
-    p.add_argument("--n", type=int, default=8)
+    p.add_argument("--samples", "--n", dest="n", type=int, default=8, help="samples (batch size)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--sizes",
@@ -204,6 +206,8 @@ def cmd_bench(args) -> int:
     from .run.bench import REFERENCE, check_methods, compare, format_report, scaling, to_json
 
     methods = check_methods([m.strip() for m in args.methods.split(",") if m.strip()])
+    if getattr(args, "shard", None):
+        return cmd_bench_sharded(args, methods)
     sizes = parse_sizes(getattr(args, "sizes", None))
     check_args(args, methods, "--json", args.json)
     ds = load_dataset(args.dataset, progress=download_progress)
@@ -276,6 +280,80 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def add_shard_args(p: argparse.ArgumentParser) -> None:
+    """--shard and --timeout: run under torchrun across processes (golddiff.run.distributed)."""
+    from .run.distributed import SHARD_MODES, TIMEOUT_S
+
+    p.add_argument(
+        "--shard",
+        choices=SHARD_MODES,
+        default=None,
+        help="under torchrun: split the samples or the corpus across the ranks",
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=TIMEOUT_S,
+        help=f"with --shard: seconds a rank waits for the others before the run stops "
+        f"(default {TIMEOUT_S:g})",
+    )
+
+
+def cmd_sample_sharded(args) -> int:
+    """`sample --shard` under torchrun: each rank samples its part; rank 0 prints and saves."""
+    from . import load_dataset
+    from .run.distributed import PeerFailure, sample_sharded, session
+
+    try:
+        with session(args.device, args.timeout) as (comm, device):
+            lead = comm.rank == 0
+            ds = load_dataset(args.dataset, progress=download_progress if lead else None)
+            if lead:
+                print(
+                    f"{args.method} on {ds.name}: N={ds.N}, image {ds.shape}, --shard {args.shard}"
+                    f" over {comm.world} ranks, device {device}",
+                    file=sys.stderr,
+                )
+            run = dict(steps=args.steps, n=args.n, seed=args.seed, exact_check=args.exact_check)
+            cb = _progress(args.steps) if lead else None
+            traj = sample_sharded(
+                args.shard, comm, ds, args.method, method_params(args), device, **run, callback=cb
+            )
+    except PeerFailure as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    if traj is not None:
+        print(format_table(traj))
+        if args.out:
+            traj.save(args.out)
+            print(f"saved {args.out}", file=sys.stderr)
+    return 0
+
+
+def cmd_bench_sharded(args, methods: list[str]) -> int:
+    """`bench --shard` under torchrun: ms per step and bytes sent per step of each method."""
+    import json
+
+    from . import load_dataset
+    from .data.cache import atomic_write
+    from .run.distributed import PeerFailure, bench_sharded, format_sharded_bench, session
+
+    try:
+        with session(args.device, args.timeout) as (comm, device):
+            ds = load_dataset(args.dataset, progress=download_progress if comm.rank == 0 else None)
+            run = dict(steps=args.steps, n=args.n, seed=args.seed)
+            js = bench_sharded(args.shard, comm, ds, methods, method_params(args), device, **run)
+    except PeerFailure as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    if js is not None:
+        print(format_sharded_bench(js))
+        if args.json:
+            atomic_write(Path(args.json), lambda tmp: tmp.write_text(json.dumps(js, indent=1)))
+            print(f"saved {args.json}", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="python -m golddiff", description="GoldDiff Explorer command line"
@@ -286,7 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--dataset", default="mnist-5k")
     s.add_argument("--method", default="golddiff")
     s.add_argument("--steps", type=int, default=10)
-    s.add_argument("--n", type=int, default=8)
+    s.add_argument("--samples", "--n", dest="n", type=int, default=8, help="number of samples")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--out", default=None, help="save the trajectory (.npz)")
     s.add_argument(
@@ -295,9 +373,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="also run the full-scan PCA reference at each step (one-step r^2, slower)",
     )
     add_method_args(s)
+    add_shard_args(s)
     b = sub.add_parser("bench", help="time and compare methods side by side")
     add_bench_args(b)
     add_method_args(b)
+    add_shard_args(b)
     return ap
 
 

@@ -23,17 +23,25 @@ import torch
 from ..data.memory import check_memory
 
 
-def mean_and_cov(X: torch.Tensor, chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean (D,) and covariance (D, D) of X (N, D), accumulated in float64 over row chunks."""
-    N, D = X.shape
+def moments(X: torch.Tensor, chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
+    """sum_i x_i (D,) and sum_i x_i x_i^T (D, D) of X (N, D), accumulated in float64 over row
+    chunks. Sums add across shards of X (a corpus split across ranks all-reduces them)."""
+    D = X.shape[1]
     sum_x = torch.zeros(D, dtype=torch.float64, device=X.device)  # (D,)
     sum_xx = torch.zeros(D, D, dtype=torch.float64, device=X.device)  # (D, D)
-    for i in range(0, N, chunk):
+    for i in range(0, X.shape[0], chunk):
         rows = X[i : i + chunk].to(torch.float64)  # (chunk, D)
         sum_x += rows.sum(0)
         sum_xx += rows.T @ rows
-    mu = sum_x / N
-    cov = sum_xx / N - torch.outer(mu, mu)
+    return sum_x, sum_xx
+
+
+def cov_from_moments(
+    s: torch.Tensor, ss: torch.Tensor, N: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean (D,) and covariance (D, D), divisor N, from the sums of `moments` over N rows."""
+    mu = s / N
+    cov = ss / N - torch.outer(mu, mu)
     return mu, (cov + cov.T) / 2
 
 
@@ -78,10 +86,15 @@ class DataStats:
             "use a lower-resolution dataset",
             X.device,
         )
-        mu, cov = mean_and_cov(X)
+        return cls.from_moments(*moments(X), int(X.shape[0]))
+
+    @classmethod
+    def from_moments(cls, s: torch.Tensor, ss: torch.Tensor, n: int) -> "DataStats":
+        """From the float64 sums of `moments` over n rows. Eigendecomposition in float64."""
+        mu, cov = cov_from_moments(s, ss, n)
         lam, U = torch.linalg.eigh(cov)  # ascending
         lam, U = lam.flip(0).clamp_min(0.0), U.flip(1)
-        return cls(mu.float(), lam.float(), U.float().contiguous(), int(X.shape[0]))
+        return cls(mu.float(), lam.float(), U.float().contiguous(), int(n))
 
     @classmethod
     def from_arrays(

@@ -39,9 +39,19 @@ class Corpus:
 
     Built once per (dataset, device) by `get_corpus` and shared by all denoisers; never mutated
     after build except for its lazily filled caches (statistics, masks, proxy indexes).
+
+    A shard (torch.distributed, `run.sharded`) holds rows offset .. offset + N of a dataset of
+    `total` rows, with the `stats` of all of them; otherwise offset = 0 and total = N.
     """
 
-    def __init__(self, data: Dataset, device: torch.device):
+    def __init__(
+        self,
+        data: Dataset,
+        device: torch.device,
+        offset: int = 0,
+        total: int | None = None,
+        stats: DataStats | None = None,
+    ):
         self.data, self.device = data, device
         self.shape = data.shape  # (C, H, W)
         src = data.flat()
@@ -61,7 +71,8 @@ class Corpus:
         self.sqnorm = torch.cat(
             [self.X[i : i + 65536].square().sum(1) for i in range(0, self.N, 65536)]
         )  # (N,)
-        self._stats: DataStats | None = None
+        self.offset, self.total = int(offset), int(self.N if total is None else total)
+        self._stats: DataStats | None = stats
         self._proxy: dict[tuple, ProxyIndex] = {}
         self._lock = threading.RLock()  # app sessions fill these caches from several threads
 

@@ -32,6 +32,7 @@ from .corpus import (
 )
 from .params import METHODS, DenoiserParams
 from .retrieval import check_backend, fine_select, search_recall
+from .streams import SampleStreams
 
 
 @dataclass
@@ -70,7 +71,8 @@ class Denoiser:
         self, corpus: Corpus, schedule: NoiseSchedule, params: DenoiserParams | None = None
     ):
         self.corpus, self.schedule = corpus, schedule
-        self.params = (params or DenoiserParams()).validate(self.name, corpus.N, corpus.shape)
+        # corpus.total: all N rows of the dataset, also when this corpus holds only a shard of them
+        self.params = (params or DenoiserParams()).validate(self.name, corpus.total, corpus.shape)
 
     @property
     def temperature(self) -> float:
@@ -175,22 +177,33 @@ class GoldDiffDenoiser(PCALocalityDenoiser):
     def sizes(self, t: int) -> tuple[int, int]:
         """(m_t, k_t) at timestep t."""
         sigma = self.schedule.sigma(t)
-        return pool_size(self.corpus.N, self.k_max, sigma), subset_size(
+        return pool_size(self.corpus.total, self.k_max, sigma), subset_size(
             self.k_min, self.k_max, sigma
         )
 
-    def draw_pool(self, m_t: int, B: int, generator: torch.Generator | None) -> torch.Tensor | None:
-        """(B, m_t) indices drawn uniformly without replacement per sample, or None when m_t = N.
+    def draw_pool(
+        self,
+        m_t: int,
+        B: int,
+        generator: torch.Generator | SampleStreams | None,
+        t: int = 0,
+    ) -> torch.Tensor | None:
+        """(B, m_t) dataset indices drawn uniformly without replacement per sample, or None when
+        m_t = N (all N of the dataset, also when this corpus holds a shard). The rows come back
+        sorted.
 
-        One 62-bit seed is taken from `generator` (reproducible from the sampler's seed); numpy's
-        Generator.choice(replace=False) then draws each sample's m_t-subset exactly uniformly and
-        independently (Floyd's algorithm for small m_t, a partial Fisher-Yates shuffle otherwise):
-        0.5 ms per sample at N = 60,000 against 16 ms for torch.randperm(N) on a 2-core CPU. The
-        rows come back sorted.
+        With SampleStreams (the sampler's), sample b's pool at step t comes from its own seed
+        stream, so every rank of a sharded corpus draws the same pool. With a torch.Generator one
+        62-bit seed is taken from it and numpy's Generator.choice(replace=False) draws each
+        sample's m_t-subset exactly uniformly and independently (Floyd's algorithm for small m_t,
+        a partial Fisher-Yates shuffle otherwise): 0.5 ms per sample at N = 60,000 against 16 ms
+        for torch.randperm(N) on a 2-core CPU.
         """
-        N = self.corpus.N
+        N = self.corpus.total
         if m_t >= N:
             return None
+        if isinstance(generator, SampleStreams):
+            return torch.from_numpy(generator.pools(N, m_t, t)).to(self.device)
         rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,), generator=generator)))
         pool = np.stack(
             [np.sort(rng.choice(N, m_t, replace=False, shuffle=False)) for _ in range(B)]
@@ -238,7 +251,7 @@ class GoldDiffDenoiser(PCALocalityDenoiser):
         t0 = time.perf_counter()
         near = self.nearest_samples(x_t, abar, k_t)  # (B,) bool
         pool = (
-            self.draw_pool(m_t, B, generator) if not bool(near.all()) else None
+            self.draw_pool(m_t, B, generator, t) if not bool(near.all()) else None
         )  # (B, m_t) or None
         q = index.query(x_t)  # (B, d)
         cand = torch.empty(

@@ -15,7 +15,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 import torch
 
-from ..core.posterior import global_logits
+from ..core.posterior import StreamingSoftmax, global_logits
 from ..core.summaries import captured_mass, entropy, ess, k_mass, mse01, perplexity, r2, topk_recall
 from ..data.memory import check_memory
 from ..denoise.corpus import Corpus, locality_scan
@@ -105,6 +105,58 @@ def check_diagnostics_memory(B: int, corpus: Corpus, device) -> None:
     )
 
 
+class CorpusPosterior:
+    """The exact global posterior over all N rows of one process's corpus, for `make_record`.
+
+    `run.sharded.ShardedPosterior` gives the same answers over a corpus split across ranks."""
+
+    def __init__(self, corpus: Corpus):
+        self.corpus = corpus
+
+    @property
+    def N(self) -> int:
+        return self.corpus.total
+
+    def summaries(
+        self, x_t: torch.Tensor, abar: float, tau: float, top_n: int, subset: torch.Tensor | None
+    ) -> dict:
+        """Entropy, perplexity, ESS, k_0.9, k_0.99 (each (B,)), the top-n indices and weights
+        (B, n) and, with a subset (B, k), its captured mass and the recall of the global top-k."""
+        corpus, B = self.corpus, x_t.shape[0]
+        check_diagnostics_memory(B, corpus, x_t.device)
+        logits = global_logits(x_t, corpus.X, corpus.sqnorm, abar, tau)  # (B, N)
+        w = torch.softmax(logits, dim=1)  # the global posterior
+        top = w.topk(min(top_n, corpus.N), dim=1)
+        out = dict(
+            entropy=entropy(w),
+            perplexity=perplexity(w),
+            ess=ess(w),
+            k90=k_mass(w, 0.9),
+            k99=k_mass(w, 0.99),
+            top_idx=top.indices,
+            top_w=top.values,
+        )
+        if subset is not None:
+            out.update(captured_mass=captured_mass(w, subset), recall=topk_recall(logits, subset))
+        return out
+
+    def reference(
+        self,
+        x_t: torch.Tensor,
+        M: torch.Tensor,
+        abar: float,
+        tau: float,
+        subset: torch.Tensor | None,
+    ) -> StreamingSoftmax:
+        """The full-scan PCA-locality posterior at x_t (B, D), flagging the subset (B, k) if any."""
+        flag = None
+        if subset is not None:
+            flag = torch.zeros(
+                x_t.shape[0], self.corpus.N, dtype=torch.bool, device=x_t.device
+            ).scatter_(1, subset, True)
+        return locality_scan(x_t, self.corpus.X, M, abar, tau, flag)
+
+
 def make_record(
     step: int,
     t: int,
@@ -116,19 +168,17 @@ def make_record(
     top_n: int = 32,
     reference_mask: torch.Tensor | None = None,
     time_step: float = 0.0,
+    posterior: CorpusPosterior | None = None,
 ) -> StepRecord:
     """Compute every diagnostic of one step. x_t, out.x0_hat: (B, D).
 
     reference_mask: when given (the (D, D) PCA-locality mask), run the exact check: a full-scan
     PCA-locality posterior at the same x_t, the method's one-step MSE / r^2 against it, and the
-    per-pixel mass of S_t.
+    per-pixel mass of S_t. posterior: what computes the diagnostics over all N (default: CorpusPosterior(corpus)).
     """
     B, shape = x_t.shape[0], (x_t.shape[0],) + corpus.shape
-    check_diagnostics_memory(B, corpus, x_t.device)
-    logits = global_logits(x_t, corpus.X, corpus.sqnorm, abar, tau)  # (B, N)
-    w = torch.softmax(logits, dim=1)  # the global posterior
-    n = min(top_n, corpus.N)
-    top = w.topk(n, dim=1)
+    posterior = posterior or CorpusPosterior(corpus)
+    post = {k: _np(v) for k, v in posterior.summaries(x_t, abar, tau, top_n, out.subset).items()}
     rec = StepRecord(
         step=step,
         t=t,
@@ -142,24 +192,16 @@ def make_record(
         time_select=out.timings.get("select", 0.0),
         time_aggregate=out.timings.get("aggregate", 0.0),
         time_step=time_step,
-        entropy=_np(entropy(w)),
-        perplexity=_np(perplexity(w)),
-        ess=_np(ess(w)),
-        k90=_np(k_mass(w, 0.9)),
-        k99=_np(k_mass(w, 0.99)),
-        top_idx=_np(top.indices),
-        top_w=_np(top.values),
-        N=corpus.N,
+        N=posterior.N,
         m_t=out.m_t,
         k_t=out.k_t,
         search_recall=_np(getattr(out, "search_recall", None)),
+        **post,
     )
     if out.pool_nearest is not None:
         rec.pool_nearest = _np(out.pool_nearest)
     if out.subset is not None:
         rec.subset_idx = _np(out.subset).astype(np.int32)
-        rec.captured_mass = _np(captured_mass(w, out.subset))
-        rec.recall = _np(topk_recall(logits, out.subset))
         if out.subset_weight is not None:
             r = out.subset_weight.topk(min(top_n, out.subset.shape[1]), dim=1)
             rec.ranked_idx, rec.ranked_w = _np(out.subset.gather(1, r.indices)), _np(r.values)
@@ -169,15 +211,10 @@ def make_record(
         rec.pixel_entropy_mean = _np(H.mean(1))
         rec.pixel_perplexity_mean = _np(torch.exp(H).mean(1))
     if reference_mask is not None:
-        flag = None
-        if out.subset is not None:
-            flag = torch.zeros(B, corpus.N, dtype=torch.bool, device=x_t.device).scatter_(
-                1, out.subset, True
-            )
-        acc = locality_scan(x_t, corpus.X, reference_mask, abar, tau, flag)
+        acc = posterior.reference(x_t, reference_mask, abar, tau, out.subset)
         ref = acc.mean()
         rec.ref_x0 = _np(ref).reshape(shape)
         rec.onestep_mse, rec.onestep_r2 = _np(mse01(out.x0_hat, ref)), _np(r2(out.x0_hat, ref))
-        if flag is not None:
+        if out.subset is not None:
             rec.pixel_captured_mass = _np(acc.captured()).reshape(shape)
     return rec

@@ -1,6 +1,6 @@
 """Step-by-step DDIM sampling with an analytical denoiser; one diagnostic record per step.
 
-    x_T ~ N(0, I) from a seeded generator
+    x_T ~ N(0, I), each sample from its own seed stream (denoise.streams)
     for t in DDIM timesteps (900, 800, ..., 0):
         x0_hat = denoiser(x_t, t)                        # + diagnostics -> record ->
         callback(record)
@@ -28,7 +28,8 @@ from ..core.interrupt import checkpoint
 from ..core.schedule import NoiseSchedule
 from ..data.cache import atomic_write
 from ..denoise.methods import Denoiser
-from .records import StepRecord, check_diagnostics_memory, make_record
+from ..denoise.streams import SampleStreams
+from .records import CorpusPosterior, StepRecord, check_diagnostics_memory, make_record
 
 SEED_MAX = 2**63 - 1  # seeds are 0..SEED_MAX (torch and numpy generators both take these)
 
@@ -140,13 +141,18 @@ def sample(
     exact_check: bool = False,
     top_n: int = 32,
     x_T: torch.Tensor | None = None,
+    first: int = 0,
+    posterior: CorpusPosterior | None = None,
 ) -> Trajectory:
     """Run DDIM (eta = 0) from seeded noise with `denoiser`; one StepRecord per step.
 
-    n: batch size B; x_T: optional (B, D) start noise (else drawn from
-    torch.Generator().manual_seed(seed)). exact_check: also run the full-scan PCA-locality reference
-    at each x_t (costs one full scan per step). callback(record) is called as each record is made
-    (progress bars in the CLI and the app).
+    n: batch size B; x_T: optional (B, D) start noise. Samples first .. first + B - 1 of the run
+    seeded `seed` each draw their noise and random pools from their own stream
+    (`SampleStreams`), so a sample does not depend on B or on `first`: a rank that runs samples
+    first.. of a sharded run (`run.distributed`) makes exactly the samples one process would.
+    exact_check: also run the full-scan PCA-locality reference at each x_t (costs one full scan per
+    step). callback(record) is called as each record is made (progress bars in the CLI and the app).
+    posterior: what computes the diagnostics over all N (a sharded corpus passes its own).
     """
     schedule = schedule or denoiser.schedule
     corpus = denoiser.corpus
@@ -158,17 +164,18 @@ def sample(
     elif not 1 <= int(n) <= 4096:
         raise ValueError(f"n={n} samples is outside 1..4096; choose n between 1 and 4096.")
     ts = schedule.timesteps(steps)
-    g = torch.Generator().manual_seed(check_seed(seed))
+    B = int(n) if x_T is None else int(x_T.shape[0])
+    streams = SampleStreams(check_seed(seed), range(int(first), int(first) + B))
     if x_T is None:
-        x_T = torch.randn(int(n), corpus.D, generator=g)
-    check_diagnostics_memory(int(x_T.shape[0]), corpus, corpus.device)  # before any step runs
+        x_T = streams.noise(corpus.D)  # (B, D)
+    check_diagnostics_memory(B, corpus, corpus.device)  # before any step runs
     x = x_T.to(corpus.device, torch.float32)
     p = denoiser.params
     records: list[StepRecord] = []
 
     def step(x_t: torch.Tensor, t: int) -> torch.Tensor:
         start = time.perf_counter()
-        out = denoiser.denoise(x_t, t, generator=g)
+        out = denoiser.denoise(x_t, t, generator=streams)
         elapsed = time.perf_counter() - start
         abar = schedule.abar(t)
         # the exact check uses the method's own mask (hybrid: its GoldDiff part's threshold and
@@ -176,7 +183,17 @@ def sample(
         M = corpus.stats.mask(t, abar, p.mask_threshold, p.mask_rule) if exact_check else None
         with torch.inference_mode():
             rec = make_record(
-                len(records), t, x_t, out, corpus, abar, p.temperature, top_n, M, elapsed
+                len(records),
+                t,
+                x_t,
+                out,
+                corpus,
+                abar,
+                p.temperature,
+                top_n,
+                M,
+                elapsed,
+                posterior,
             )
         records.append(rec)
         if callback is not None:
@@ -191,7 +208,7 @@ def sample(
         "n": int(x.shape[0]),
         "seed": int(seed),
         "device": str(corpus.device),
-        "N": corpus.N,
+        "N": corpus.total,
         "shape": list(corpus.shape),
         "params": p.used_by(denoiser.name),
     }
