@@ -174,9 +174,10 @@ def make_record(
 
     reference_mask: when given (the (D, D) PCA-locality mask), run the exact check: a full-scan
     PCA-locality posterior at the same x_t, the method's one-step MSE / r^2 against it, and the
-    per-pixel mass of S_t. posterior: what computes the diagnostics over all N (default: CorpusPosterior(corpus)).
+    per-pixel mass of S_t. posterior: what computes the diagnostics over all N (default:
+    CorpusPosterior(corpus)).
     """
-    B, shape = x_t.shape[0], (x_t.shape[0],) + corpus.shape
+    shape = (x_t.shape[0],) + corpus.shape
     posterior = posterior or CorpusPosterior(corpus)
     post = {k: _np(v) for k, v in posterior.summaries(x_t, abar, tau, top_n, out.subset).items()}
     rec = StepRecord(
