@@ -55,6 +55,15 @@ def _layout(fig: go.Figure, title: str) -> None:
     )
 
 
+def clicked_step(snr: np.ndarray, points: list[dict]) -> int | None:
+    """The step a click on an SNR chart points at: the step whose SNR is nearest (in log) to the
+    last clicked point's x. snr: (S,) per step; points: Streamlit's selection points."""
+    xs = [p.get("x") for p in points or [] if isinstance(p.get("x"), (int, float))]
+    if not xs or not len(snr):
+        return None
+    return int(np.argmin(np.abs(np.log(np.asarray(snr, float)) - math.log(max(xs[-1], 1e-300)))))
+
+
 def entropy_vs_snr(traj, step: int, sample: int) -> go.Figure:
     """Global posterior entropy H and mean per-pixel entropy against SNR (log x), one line per
     sample (the
