@@ -12,7 +12,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from ..data.datasets import to_uint8
-from .style import MARGIN, snr_axis
+from .style import MARGIN, W_FLOOR, duration, snr_axis, time_axis
 
 METHOD_COLORS = {
     "pca": "#636efa",
@@ -185,7 +185,9 @@ def _finish_twin_axes(
     """Shared finish of the SNR figures with a linear left axis and a log right axis."""
     snr_axis(fig)
     fig.update_yaxes(title_text=left, range=left_range, secondary_y=False)
-    fig.update_yaxes(title_text=right, type="log", dtick=1, secondary_y=True)
+    fig.update_yaxes(
+        title_text=right, type="log", dtick=1, exponentformat="power", secondary_y=True
+    )
     fig.update_layout(height=420, margin=MARGIN, legend=dict(orientation="h", y=-0.25), title=title)
     return fig
 
@@ -262,7 +264,7 @@ def step_times(ms: dict[str, float], phases: dict[str, dict]) -> go.Figure:
             x=[max(ms[m], 1e-3) for m in names],
             orientation="h",
             marker_color=[METHOD_COLORS.get(m, "#636efa") for m in names],
-            text=[f"{ms[m]:.1f} ms" for m in names],
+            text=[duration(ms[m] / 1000) for m in names],
             textposition="outside",
             customdata=hover,
             hovertemplate="%{y}: %{x:.2f} ms<br>%{customdata}<extra></extra>",
@@ -272,7 +274,8 @@ def step_times(ms: dict[str, float], phases: dict[str, dict]) -> go.Figure:
     fig.update_xaxes(
         type="log",
         title_text="ms per step (log)",
-        range=[math.log10(min(ms.values()) + 1e-3) - 0.5, math.log10(hi) + 0.6],
+        exponentformat="power",
+        range=[math.log10(min(ms.values()) + 1e-3) - 0.5, math.log10(hi) + 1.0],
     )
     fig.update_layout(
         height=80 + 45 * len(names),
@@ -302,7 +305,9 @@ def curves_vs_snr(
     for text, x in (vlines or {}).items():
         _vline(fig, x, text)
     snr_axis(fig)
-    fig.update_yaxes(title_text=ytitle, range=yrange, type="log" if ylog else None)
+    fig.update_yaxes(
+        title_text=ytitle, range=yrange, type="log" if ylog else None, exponentformat="power"
+    )
     fig.update_layout(height=380, margin=MARGIN, title=title, legend=dict(orientation="h", y=-0.3))
     return fig
 
@@ -327,7 +332,7 @@ def nn_distances(dist: dict[str, np.ndarray], train_scale: float) -> go.Figure:
         height=360,
         margin=MARGIN,
         showlegend=False,
-        title="Distance of each sample to its nearest training image",
+        title="Distance to the nearest training image",
     )
     return fig
 
@@ -383,7 +388,7 @@ def time_saved(seconds: dict[str, float], calls: dict[str, int]) -> go.Figure:
             x=[seconds[n] for n in names],
             y=names,
             orientation="h",
-            text=[f"{seconds[n] * 1000:.0f} ms, {calls[n]} denoiser calls" for n in names],
+            text=[f"{duration(seconds[n])}, {calls[n]} denoiser calls" for n in names],
             textposition="auto",
             marker_color=["#ab63fa", "#1f77b4"][: len(names)],
         )
@@ -408,7 +413,7 @@ def schedules(s: dict, N: int, current_t: int | None = None) -> go.Figure:
     )
     if current_t is not None:
         fig.add_vline(x=current_t, line_dash="dot", line_color="black")
-    fig.update_xaxes(title_text="t (0 = clean, 999 = pure noise)")
+    time_axis(fig)
     fig.update_yaxes(title_text="images", rangemode="tozero")
     fig.update_layout(
         height=320, margin=MARGIN, legend=dict(orientation="h", y=-0.3), title="m_t and k_t"
@@ -460,16 +465,20 @@ def sorted_weights(w_sorted: np.ndarray, t: int) -> go.Figure:
     fig = go.Figure(
         go.Scatter(
             x=np.arange(1, N + 1),
-            y=np.maximum(w_sorted, 1e-300),
-            mode="lines",
+            y=np.maximum(w_sorted, W_FLOOR),  # weights that underflow are drawn at the floor
+            mode="lines+markers" if w_sorted[min(1, N - 1)] < 1e-6 else "lines",
+            marker=dict(size=4),
             line=dict(color="#636efa"),
             name="w_(rank)",
         )
     )
     fig.add_hline(y=1.0 / N, line_dash="dot", annotation_text="uniform 1/N")
-    fig.update_xaxes(type="log", title_text="rank")
+    fig.update_xaxes(type="log", title_text="rank", exponentformat="power", range=[-0.1, None])
     fig.update_yaxes(
-        type="log", title_text="weight", range=[math.log10(max(w_sorted.min(), 1e-30)) - 0.5, 0.2]
+        type="log",
+        title_text=f"weight (below 1e{math.log10(W_FLOOR):.0f} drawn at it)",
+        exponentformat="power",
+        range=[math.log10(max(w_sorted.min(), W_FLOOR)) - 0.5, 0.2],
     )
     fig.update_layout(
         height=300, margin=MARGIN, title=f"Posterior weights at t = {t}, sorted", showlegend=False
@@ -478,27 +487,30 @@ def sorted_weights(w_sorted: np.ndarray, t: int) -> go.Figure:
 
 
 def profile(p: dict, current_t: int | None = None) -> go.Figure:
-    """Entropy / perplexity / ESS / k_0.9 of one noised image's posterior against t."""
+    """Entropy / perplexity / ESS / k_0.99 of one noised image's posterior against t (noise on the
+    left, as on every page)."""
     fig = make_subplots(specs=[[{"secondary_y": True}]])
     fig.add_trace(
         go.Scatter(x=p["t"], y=p["entropy"], name="entropy H (nats)", line=dict(color="#1f77b4")),
         secondary_y=False,
     )
-    for k, col in (("perplexity", "#ff7f0e"), ("ess", "#2ca02c"), ("k90", "#d62728")):
+    for k, col in (("perplexity", "#ff7f0e"), ("ess", "#2ca02c"), ("k99", "#d62728")):
         fig.add_trace(
             go.Scatter(
                 x=p["t"],
                 y=p[k],
-                name={"perplexity": "perplexity exp(H)", "ess": "ESS 1/sum w^2", "k90": "k_0.9"}[k],
+                name={"perplexity": "perplexity exp(H)", "ess": "ESS 1/sum w^2", "k99": "k_0.99"}[k],
                 line=dict(color=col, dash="dash"),
             ),
             secondary_y=True,
         )
     if current_t is not None:
         fig.add_vline(x=current_t, line_dash="dot", line_color="black")
-    fig.update_xaxes(title_text="t (0 = clean, 999 = pure noise)")
+    time_axis(fig)
     fig.update_yaxes(title_text="nats", range=[0, math.log(p["N"]) * 1.05], secondary_y=False)
-    fig.update_yaxes(title_text="images", type="log", dtick=1, secondary_y=True)
+    fig.update_yaxes(
+        title_text="images", type="log", dtick=1, exponentformat="power", secondary_y=True
+    )
     fig.update_layout(
         height=320, margin=MARGIN, legend=dict(orientation="h", y=-0.35), title="Diagnostics vs t"
     )

@@ -226,7 +226,7 @@ def posterior_profile(
 ) -> dict[str, np.ndarray]:
     """The global posterior at x_t = sqrt(abar_t) x_index + sigma_t eps (one fixed eps) for each t
     in ts:
-    entropy, perplexity, ESS, k_0.9, the weight the true image gets, and the sorted weights
+    entropy, perplexity, ESS, k_0.99, the weight the true image gets, and the sorted weights
     (len(ts), N).
     """
     schedule = schedule or NoiseSchedule()
@@ -236,7 +236,7 @@ def posterior_profile(
     eps = torch.randn(1, corpus.D, generator=torch.Generator().manual_seed(int(seed))).to(
         corpus.device
     )
-    rows = {k: [] for k in ("t", "snr", "entropy", "perplexity", "ess", "k90", "w_true")}
+    rows = {k: [] for k in ("t", "snr", "entropy", "perplexity", "ess", "k99", "w_true")}
     sorted_w = []
     for t in ts:
         x_t = schedule.noise(corpus.X[index : index + 1], t, eps)
@@ -246,7 +246,7 @@ def posterior_profile(
         rows["entropy"].append(float(entropy(w)[0]))
         rows["perplexity"].append(float(perplexity(w)[0]))
         rows["ess"].append(float(ess(w)[0]))
-        rows["k90"].append(int(k_mass(w, 0.9)[0]))
+        rows["k99"].append(int(k_mass(w, 0.99)[0]))
         rows["w_true"].append(float(w[0, index]))
         sorted_w.append(w[0].sort(descending=True).values.cpu().numpy())
     out = {k: np.array(v) for k, v in rows.items()}
