@@ -28,6 +28,7 @@ from pages.common import (
 
 STATE = "explorer"  # session_state key of the last result
 PLAY_DELAY = 0.7  # seconds per frame while playing
+RUNS_KEPT = 8  # finished runs kept for every session
 STICKY = """<style>
 .st-key-ex_controls {position: sticky; top: 3.75rem; z-index: 990;
   background: var(--background-color, #fff); padding: 0.3rem 0 0.4rem 0;
@@ -70,18 +71,30 @@ def apply_scenario(i: int) -> None:
     st.session_state.update(ex_scenario=i, ex_autorun=True, url_t=sc.t, ex_want_sample=sc.sample)
 
 
-@st.cache_resource(show_spinner=False, max_entries=6)
-def cached_run(key: tuple, _cfg, _on_step) -> dict:
-    """One finished run per settings, shared by every session: the first visit's run of the
-    defaults is computed once per process. Errors are not cached."""
+@st.cache_resource(show_spinner=False)
+def finished_runs() -> dict:
+    """Finished runs by settings, shared by every session (the first visit's run of the defaults
+    is computed once per process). A plain dict, not a cached function, so that the progress bar
+    of the session computing a run can be drawn; errors are never stored."""
+    return {}
+
+
+def cached_run(key: tuple, cfg, on_step) -> dict:
+    store = finished_runs()
+    if key in store:
+        return store[key]
     t0 = time.perf_counter()
-    den = build_denoiser(_cfg)
-    traj = golddiff.sample(den, steps=_cfg.steps, n=_cfg.n, seed=_cfg.seed, callback=_on_step)
-    nn_idx, nn_dist = lessons.nearest_train(traj.samples, get_dataset(_cfg.dataset))
+    den = build_denoiser(cfg)
+    traj = golddiff.sample(den, steps=cfg.steps, n=cfg.n, seed=cfg.seed, callback=on_step)
+    nn_idx, nn_dist = lessons.nearest_train(traj.samples, get_dataset(cfg.dataset))
     seconds = time.perf_counter() - t0
-    return dict(
-        key=key, traj=traj, seconds=seconds, nn_idx=nn_idx, nn_dist=nn_dist, dataset=_cfg.dataset
+    res = dict(
+        key=key, traj=traj, seconds=seconds, nn_idx=nn_idx, nn_dist=nn_dist, dataset=cfg.dataset
     )
+    while len(store) >= RUNS_KEPT:
+        store.pop(next(iter(store)), None)  # the oldest first
+    store[key] = res
+    return res
 
 
 # ----------------------------------------------------------------------------- scenarios

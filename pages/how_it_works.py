@@ -8,7 +8,7 @@ import streamlit as st
 
 from golddiff import NoiseSchedule
 from golddiff.core import pool_size, subset_size
-from golddiff.explore import lesson_figures as figs
+from golddiff.explore import how_figures as figs
 from golddiff.explore import lessons
 from pages.common import get_corpus_cached, get_dataset, show_error, require_config
 
