@@ -7,7 +7,7 @@ arrays) and are never mutated by a page.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import streamlit as st
 import torch
@@ -272,7 +272,7 @@ def sidebar(page: str | None = None) -> Config | None:
     )
     cfg = Config(dataset, method, int(steps), int(n), int(seed), device, params)
     st.session_state["cfg"] = cfg
-    write_url(cfg, DenoiserParams.dataset_defaults(ds.N, ds.shape))
+    write_url(cfg, asdict(DenoiserParams().resolve(ds.N, ds.shape)))
     for e in url_errors():
         st.error(e)
     return cfg
