@@ -7,6 +7,7 @@ arrays) and are never mutated by a page.
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict, dataclass, field
 
 import streamlit as st
@@ -364,6 +365,50 @@ def require_config(title: str, what: str = "") -> Config:
         st.info(f"Pick a dataset that loads in the sidebar{what}.")
         st.stop()
     return cfg
+
+
+PLAY_FRAMES = 12  # frames of a Play through the steps of a teaching page
+PLAY_DELAY = 0.5  # seconds per frame
+
+
+def _toggle_play(prefix: str, options: list) -> None:
+    playing = not st.session_state.get(f"{prefix}_playing", False)
+    st.session_state[f"{prefix}_playing"] = playing
+    if playing and st.session_state.get(f"{prefix}_t") == options[-1]:
+        st.session_state[f"{prefix}_t"] = options[0]  # replay from pure noise
+
+
+def advance_play(prefix: str, options: list) -> bool:
+    """Before the slider `{prefix}_t` is drawn: while playing, move it one frame to the right
+    (about PLAY_FRAMES frames from noise to clean). Returns whether it is playing."""
+    if not st.session_state.get(f"{prefix}_playing"):
+        return False
+    now = st.session_state.get(f"{prefix}_t")
+    i = options.index(now) if now in options else 0
+    if i >= len(options) - 1:
+        st.session_state[f"{prefix}_playing"] = False
+        return False
+    stride = max(1, len(options) // PLAY_FRAMES)
+    st.session_state[f"{prefix}_t"] = options[min(len(options) - 1, i + stride)]
+    return True
+
+
+def play_button(where, prefix: str, options: list, playing: bool) -> None:
+    where.button(
+        "Pause" if playing else "Play",
+        icon=":material/pause:" if playing else ":material/play_arrow:",
+        key=f"{prefix}_play",
+        on_click=_toggle_play,
+        args=(prefix, options),
+        width="stretch",
+    )
+
+
+def finish_play(playing: bool) -> None:
+    """At the end of a page that plays: wait one frame and run again."""
+    if playing:
+        time.sleep(PLAY_DELAY)
+        st.rerun()
 
 
 def chart_config(name: str) -> dict:

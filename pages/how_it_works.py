@@ -10,13 +10,23 @@ from golddiff import NoiseSchedule
 from golddiff.core import pool_size, subset_size
 from golddiff.explore import how_figures as figs
 from golddiff.explore import lessons
-from pages.common import get_corpus_cached, get_dataset, show_error, require_config
+from pages.common import (
+    advance_play,
+    finish_play,
+    get_corpus_cached,
+    get_dataset,
+    play_button,
+    require_config,
+    show_error,
+)
 
 SCHEDULE = NoiseSchedule()
 GRID = list(range(0, SCHEDULE.T, 50))
 
 
-@st.cache_data(show_spinner="Computing the posterior of this image at 20 timesteps...", max_entries=32)
+@st.cache_data(
+    show_spinner="Computing the posterior of this image at 20 timesteps...", max_entries=32
+)
 def cached_profile(dataset: str, device: str, index: int, tau: float) -> dict:
     return lessons.posterior_profile(
         get_dataset(dataset), index, GRID, seed=0, tau=tau, device=device
@@ -39,11 +49,14 @@ st.markdown(
     "steps; DDIM then steps with the denoiser's estimate $\\hat x_0$. Pick a timestep and a training image; "
     "every figure below follows them."
 )
-c = st.columns([3, 1])
+c = st.columns([3, 0.6, 1], vertical_alignment="bottom")
+st.session_state.setdefault("hiw_t", 500)
+playing = advance_play("hiw", GRID[::-1])
 t = c[0].select_slider(
-    "timestep t (left: pure noise, right: clean)", options=GRID[::-1], value=500, key="hiw_t"
+    "timestep t (left: pure noise, right: clean)", options=GRID[::-1], key="hiw_t"
 )
-index = c[1].number_input("training image", 0, data.N - 1, 0, key=f"hiw_index_{cfg.dataset}")
+play_button(c[1], "hiw", GRID[::-1], playing)
+index = c[2].number_input("training image", 0, data.N - 1, 0, key=f"hiw_index_{cfg.dataset}")
 try:
     prof = cached_profile(cfg.dataset, cfg.device, int(index), p.get("temperature", 1.0))
 except ValueError as e:
@@ -153,3 +166,4 @@ with left:
         "page, which records them at every step."
     )
 right.plotly_chart(figs.profile(prof, t), key="hiw_profile")
+finish_play(playing)

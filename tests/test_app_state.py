@@ -143,3 +143,14 @@ def test_a_failed_download_leaves_no_progress_bar(monkeypatch):
     assert not at.exception
     assert any("a: 404; b: timeout" in e.value for e in at.sidebar.error)
     assert not at.sidebar.get("progress")
+
+
+def test_play_advances_the_toy_and_how_it_works():
+    """One screen: Play works on the 2-D toy and How it works too (one frame per rerun)."""
+    toy = page("2-D toy", "pages/toy2d.py")
+    before = toy.select_slider(key="toy_t").value
+    toy.button(key="toy_play").click().run(timeout=300)
+    assert toy.select_slider(key="toy_t").value < before  # t falls: towards clean
+    hiw = page("How it works", "pages/how_it_works.py")
+    hiw.button(key="hiw_play").click().run(timeout=300)
+    assert hiw.select_slider(key="hiw_t").value < 500

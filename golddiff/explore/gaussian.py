@@ -6,6 +6,7 @@ Pure torch / numpy; no streamlit. Shapes: images flattened to D; B samples; N tr
 
 from __future__ import annotations
 
+import math
 import time
 
 import numpy as np
@@ -137,6 +138,9 @@ def ddim_from(
     return x0, time.perf_counter() - t0
 
 
+TIMING_REPEATS = 2  # timed repeats of each run in teleport_run (a shared CPU is noisy)
+
+
 def teleport_run(
     data: Dataset,
     params: dict,
@@ -169,13 +173,19 @@ def teleport_run(
         corpus.device
     )
     ddim_from(den, x_T, ts, seed)  # warm-up: fills the per-t mask and proxy caches, untimed
-    call_s: list[float] = []
-    full, t_full = ddim_from(den, x_T, ts, seed, call_s)
     rest = ts[ts.index(t_skip) :]
-    t0 = time.perf_counter()
-    x_skip = corpus.stats.teleport(x_T, sch.abar(ts[0]), sch.abar(t_skip))
-    t_tele = time.perf_counter() - t0
-    tele, t_rest = ddim_from(den, x_skip, rest, seed)
+    call_s, t_full, t_tele, t_rest = None, math.inf, math.inf, math.inf
+    for _ in range(TIMING_REPEATS):  # alternate the two runs; the fastest of each counts
+        calls: list[float] = []
+        full, seconds = ddim_from(den, x_T, ts, seed, calls)
+        if seconds < t_full:
+            t_full, call_s = seconds, calls
+        t0 = time.perf_counter()
+        x_skip = corpus.stats.teleport(x_T, sch.abar(ts[0]), sch.abar(t_skip))
+        jump = time.perf_counter() - t0
+        tele, seconds = ddim_from(den, x_skip, rest, seed)
+        if jump + seconds < t_tele + t_rest:
+            t_tele, t_rest = jump, seconds
     return dict(
         ts=ts,
         t_skip=t_skip,
