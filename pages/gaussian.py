@@ -9,7 +9,7 @@ from golddiff import NoiseSchedule
 from golddiff.explore import lesson_figures as figs
 from golddiff.explore import gaussian, lessons
 from golddiff.explore.style import duration
-from pages.common import get_corpus_cached, get_dataset, show_error, require_config
+from pages.common import chart_config, get_corpus_cached, get_dataset, require_config, show_error
 
 SCHEDULE = NoiseSchedule()
 
@@ -92,7 +92,9 @@ t_skip = right.select_slider(
     help="a DDIM timestep; the closed form replaces every step before it",
 )
 left.plotly_chart(
-    figs.wiener_gap_figure(gap, cfg.params.get("snr_switch"), SCHEDULE.snr(t_skip)), key="gauss_gap"
+    figs.wiener_gap_figure(gap, cfg.params.get("snr_switch"), SCHEDULE.snr(t_skip)),
+    key="gauss_gap",
+    config=chart_config("gauss_gap"),
 )
 right.markdown(
     "x_t here is a noised training image, $\\sqrt{\\bar\\alpha_t}x_i + \\sigma_t\\varepsilon$ (16 of them). "
@@ -169,5 +171,5 @@ st.plotly_chart(
         {"GoldDiff from T": o["seconds_full"], "teleport + GoldDiff": o["seconds_teleport"]},
         {"GoldDiff from T": o["calls_full"], "teleport + GoldDiff": o["calls_teleport"]},
     ),
-    key="gauss_time",
+    key="gauss_time", config=chart_config("gauss_time"),
 )

@@ -11,6 +11,7 @@ from golddiff.core import pool_size, subset_size
 from golddiff.explore import how_figures as figs
 from golddiff.explore import lessons
 from pages.common import (
+    chart_config,
     advance_play,
     finish_play,
     get_corpus_cached,
@@ -82,7 +83,11 @@ with left:
         'near $1/N$; at low noise one image takes everything, so sampling with this exact ("optimal") '
         "denoiser reproduces training images."
     )
-right.plotly_chart(figs.sorted_weights(prof["sorted_w"][i], t), key="hiw_weights")
+right.plotly_chart(
+    figs.sorted_weights(prof["sorted_w"][i], t),
+    key="hiw_weights",
+    config=chart_config("hiw_weights"),
+)
 
 st.header("2. PCA locality: one posterior per pixel")
 left, right = st.columns([1, 1])
@@ -116,7 +121,9 @@ try:
     nb = lessons.mask_neighbourhood(
         data, t, p["mask_threshold"], int(row), int(col), device=cfg.device, rule=p["mask_rule"]
     )
-    right.plotly_chart(figs.mask_image(nb, int(row), int(col)), key="hiw_mask")
+    right.plotly_chart(
+        figs.mask_image(nb, int(row), int(col)), key="hiw_mask", config=chart_config("hiw_mask")
+    )
 except ValueError as e:
     show_error(e)
 
@@ -141,7 +148,9 @@ with left:
         "the whole data set is screened, and only the nearest few are kept."
     )
 right.plotly_chart(
-    figs.schedules(lessons.gold_schedules(data.N, k_min, k_max), data.N, t), key="hiw_sched"
+    figs.schedules(lessons.gold_schedules(data.N, k_min, k_max), data.N, t),
+    key="hiw_sched",
+    config=chart_config("hiw_sched"),
 )
 
 st.header("4. Diagnostics")
@@ -165,5 +174,5 @@ with left:
         "Golden-subset diagnostics (captured mass W_S, recall of the global top-k_t) are on the Explorer "
         "page, which records them at every step."
     )
-right.plotly_chart(figs.profile(prof, t), key="hiw_profile")
+right.plotly_chart(figs.profile(prof, t), key="hiw_profile", config=chart_config("hiw_profile"))
 finish_play(playing)

@@ -8,7 +8,7 @@ import streamlit as st
 from golddiff import DenoiserParams, load_dataset
 from golddiff.explore import lesson_figures as figs
 from golddiff.explore import lessons
-from pages.common import advance_play, finish_play, play_button, show_error
+from pages.common import advance_play, chart_config, finish_play, play_button, show_error
 
 TOYS = ["moons", "gmm"]
 
@@ -85,7 +85,7 @@ with left:
         key="toy_plot",
         on_select="rerun",
         selection_mode="points",
-        config={"scrollZoom": False},
+        config={**chart_config("toy_plot"), "scrollZoom": False},
     )
 with right:
     m = st.columns(3)
@@ -112,7 +112,7 @@ with right:
             traj.scalars("k_t"),
             frame["snr"],
         ),
-        key="toy_entropy",
+        key="toy_entropy", config=chart_config("toy_entropy"),
     )
     st.caption(
         "Perplexity is the effective number of points the posterior spreads over. While it is far above "

@@ -154,3 +154,15 @@ def test_play_advances_the_toy_and_how_it_works():
     hiw = page("How it works", "pages/how_it_works.py")
     hiw.button(key="hiw_play").click().run(timeout=300)
     assert hiw.select_slider(key="hiw_t").value < 500
+
+
+def test_every_timestep_slider_starts_at_pure_noise():
+    """Finding 7: one direction everywhere; the leftmost option is the noisiest t."""
+    gauss = page("Gaussian regime", "pages/gaussian.py")
+    hiw = page("How it works", "pages/how_it_works.py")
+    toy = page("2-D toy", "pages/toy2d.py")
+    for at, key in ((gauss, "gauss_tskip"), (hiw, "hiw_t"), (toy, "toy_t")):
+        opts = [int(o) for o in at.select_slider(key=key).options]
+        assert opts == sorted(opts, reverse=True) and opts[0] >= 950, key
+    ex = explorer({"dataset": "digits"})
+    assert ex.select_slider(key="ex_step").options[0].startswith("t = 999")
