@@ -30,10 +30,10 @@ STATE = "explorer"  # session_state key of the last result
 PLAY_DELAY = 0.7  # seconds per frame while playing
 RUNS_KEPT = 8  # finished runs kept for every session
 STICKY = """<style>
-.st-key-ex_controls {position: sticky; top: 3.75rem; z-index: 990;
-  background: var(--background-color, #fff); padding: 0.3rem 0 0.4rem 0;
+div[data-testid="stLayoutWrapper"]:has(> .st-key-ex_controls) {position: sticky; top: 3.75rem;
+  z-index: 990; background: var(--background-color, #fff); padding: 0.3rem 0 0.4rem 0;
   border-bottom: 1px solid rgba(49, 51, 63, 0.15);}
-</style>"""
+</style>"""  # the controls' wrapper sticks below the header while the views scroll
 
 cfg = st.session_state.get("cfg")
 st.title("Explorer: watch the golden subset shrink")
@@ -224,7 +224,7 @@ def views() -> None:
     playing = st.session_state.get("ex_playing", False)
 
     # --- the controls stay in view (sticky) above the curves and images they drive
-    st.markdown(STICKY, unsafe_allow_html=True)
+    st.html(STICKY)
     with st.container(key="ex_controls"):
         c = st.columns([6, 1, 1.3], vertical_alignment="bottom")
         step = c[0].select_slider(

@@ -222,4 +222,10 @@ def test_a_scenario_sets_the_sidebar_and_says_what_to_notice(server):
         page.wait_for_function(SHOWN_JS, arg=[444], timeout=120_000, polling=200)
         page.get_by_text("The golden subset missed the posterior").wait_for(timeout=30_000)
         assert "mnist-5k" in page.get_by_text("Samples with the sidebar settings").inner_text()
+        # one screen: scrolled down to the galleries, the timestep slider is still in view
+        page.set_viewport_size({"width": 1400, "height": 900})
+        page.get_by_text("Exact posterior: top 8").scroll_into_view_if_needed()
+        page.wait_for_timeout(500)
+        box = page.locator('[data-testid="stSlider"]').first.bounding_box()
+        assert box is not None and 0 <= box["y"] < 900 - box["height"], box
         browser.close()
