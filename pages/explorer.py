@@ -140,6 +140,7 @@ if run or st.session_state.pop("ex_autorun", False) or first_visit:
                 f"{rec.time_step * 1000:.0f} ms",
             )
 
+        kept = cfg.key() in finished_runs()  # computed before (by any visitor): shown at once
         try:
             get_corpus_cached(cfg.dataset, cfg.device)
             res = cached_run(cfg.key(), cfg, on_step)
@@ -152,7 +153,8 @@ if run or st.session_state.pop("ex_autorun", False) or first_visit:
             st.session_state["ex_sample"] = st.session_state.pop("ex_want_sample", 0)
             st.session_state["ex_playing"] = False
             status.update(
-                label=f"Done: {res['traj'].meta['steps']} steps in {res['seconds']:.1f} s.",
+                label=f"Done: {res['traj'].meta['steps']} steps in {res['seconds']:.1f} s"
+                + (" (computed earlier and kept, so shown at once)." if kept else "."),
                 state="complete",
                 expanded=False,
             )
