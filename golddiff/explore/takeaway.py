@@ -34,8 +34,9 @@ def _tile(img: np.ndarray, scale: int) -> np.ndarray:
 
 
 def frames(traj: Trajectory, sample: int, images, scale: int = 4, top: int = GIF_TOP) -> np.ndarray:
-    """One frame per step: x_t | x0_hat | the step's top training images (the golden subset's,
-    or the exact posterior's without a subset), separated by white gaps. (S, h, w, 3) uint8."""
+    """One frame per step: a band naming t, then x_t | x0_hat | the step's top training images
+    (the golden subset's, or the exact posterior's without a subset), separated by white gaps.
+    (S, h, w, 3) uint8."""
     out = []
     for step, rec in enumerate(traj.records):
         idx, _, _ = subset_view(traj, step, sample, top)
@@ -45,8 +46,19 @@ def frames(traj: Trajectory, sample: int, images, scale: int = 4, top: int = GIF
             parts.append(_tile(t, scale))
             gap = 3 * scale if j == 1 else scale  # a wider gap before the training images
             parts.append(np.full((parts[-1].shape[0], gap, 3), 255, np.uint8))
-        out.append(np.concatenate(parts[:-1], axis=1))
+        row = np.concatenate(parts[:-1], axis=1)
+        what = "S_t's top images" if rec.ranked_idx is not None else "exact posterior's top"
+        out.append(_label(row, f"t = {rec.t}   x_t | x0_hat | {what}"))
     return np.stack(out)
+
+
+def _label(row: np.ndarray, text: str) -> np.ndarray:
+    """The row under a white band that carries `text` in Pillow's built-in font."""
+    from PIL import Image, ImageDraw
+
+    band = Image.new("RGB", (row.shape[1], 14), "white")
+    ImageDraw.Draw(band).text((2, 1), text, fill="black")
+    return np.concatenate([np.asarray(band), row], axis=0)
 
 
 def run_gif(traj: Trajectory, sample: int, images, seconds: float = 0.8) -> bytes:
