@@ -411,6 +411,16 @@ def finish_play(playing: bool) -> None:
         st.rerun()
 
 
+def announce_stopped(flag: str, what: str) -> None:
+    """A page sets st.session_state[flag] while a run works and clears it when the run ends; a
+    flag still set means a page or setting change stopped that run (finding 11): say so."""
+    if st.session_state.pop(flag, None):
+        st.warning(
+            f"The last {what} was stopped before it finished: the page or a setting changed while "
+            "it worked. Press its button to run it again."
+        )
+
+
 def chart_config(name: str) -> dict:
     """Plotly's modebar for every figure: its camera button downloads the figure as PNG or SVG
     (the sidebar's choice), named after the figure."""

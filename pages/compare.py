@@ -10,7 +10,14 @@ import streamlit as st
 from golddiff import METHODS, REFERENCE, compare
 from golddiff.explore import lesson_figures as figs
 from golddiff.explore import lessons
-from pages.common import chart_config, get_corpus_cached, get_dataset, require_config, show_error
+from pages.common import (
+    announce_stopped,
+    chart_config,
+    get_corpus_cached,
+    get_dataset,
+    require_config,
+    show_error,
+)
 
 cfg = require_config("Compare methods", " to compare methods")
 st.markdown(
@@ -37,6 +44,8 @@ ablation = c[1].checkbox(
 run = c[2].button("Run comparison", type="primary", key="cmp_run")
 key = (cfg.key(), tuple(methods), ablation)
 
+if not run:
+    announce_stopped("cmp_running", "comparison")
 if run:
     if not methods:
         st.error("Choose at least one method to compare.")
@@ -53,6 +62,7 @@ if run:
             text=f"{method}: step {rec.step + 1}/{cfg.steps} (t = {rec.t})",
         )
 
+    st.session_state["cmp_running"] = True
     try:
         data = get_dataset(cfg.dataset)
         get_corpus_cached(cfg.dataset, cfg.device)
@@ -71,8 +81,10 @@ if run:
                 data, res[REFERENCE].trajectory, cfg.params, cfg.seed, cfg.device
             )
         st.session_state["compare"] = out
+        st.session_state.pop("cmp_running", None)
         bar.progress(1.0, text="Done.")
     except ValueError as e:
+        st.session_state.pop("cmp_running", None)
         bar.empty()
         show_error(e)
         st.stop()

@@ -9,7 +9,14 @@ from golddiff import NoiseSchedule
 from golddiff.explore import lesson_figures as figs
 from golddiff.explore import gaussian, lessons
 from golddiff.explore.style import duration
-from pages.common import chart_config, get_corpus_cached, get_dataset, require_config, show_error
+from pages.common import (
+    announce_stopped,
+    chart_config,
+    get_corpus_cached,
+    get_dataset,
+    require_config,
+    show_error,
+)
 
 SCHEDULE = NoiseSchedule()
 
@@ -111,6 +118,7 @@ st.caption(
     "replaces the DDIM steps before t_skip by one closed-form jump."
 )
 if st.button("Teleport and finish with GoldDiff", type="primary", key="gauss_run"):
+    st.session_state["gauss_running"] = True
     try:
         with st.spinner("Running GoldDiff from T and from the teleported state..."):
             st.session_state["gauss_teleport"] = dict(
@@ -121,6 +129,9 @@ if st.button("Teleport and finish with GoldDiff", type="primary", key="gauss_run
             )
     except ValueError as e:
         show_error(e)
+    st.session_state.pop("gauss_running", None)
+else:
+    announce_stopped("gauss_running", "teleport run")
 run = st.session_state.get("gauss_teleport")
 if run is None:
     st.info(

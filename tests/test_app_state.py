@@ -166,3 +166,15 @@ def test_every_timestep_slider_starts_at_pure_noise():
         assert opts == sorted(opts, reverse=True) and opts[0] >= 950, key
     ex = explorer({"dataset": "digits"})
     assert ex.select_slider(key="ex_step").options[0].startswith("t = 999")
+
+
+def test_a_stopped_comparison_or_teleport_is_announced():
+    """Finding 11 on the other pages that run work behind a button."""
+    for title, path, flag in (
+        ("Compare methods", "pages/compare.py", "cmp_running"),
+        ("Gaussian regime", "pages/gaussian.py", "gauss_running"),
+    ):
+        at = page(title, path)
+        at.session_state[flag] = True
+        at.run()
+        assert any("was stopped before it finished" in w.value for w in at.warning), title
