@@ -13,5 +13,5 @@ PAGES = [
     st.Page("pages/how_it_works.py", title="How it works", icon=":material/school:"),
 ]
 page = st.navigation(PAGES)
-sidebar()
+sidebar(page.title)
 page.run()

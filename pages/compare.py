@@ -10,8 +10,16 @@ import streamlit as st
 from golddiff import METHODS, REFERENCE, compare
 from golddiff.explore import lesson_figures as figs
 from golddiff.explore import lessons
-from pages.common import get_corpus_cached, get_dataset, show_error, require_config
-from pages.common import check_run_cost, watch_session
+from pages.common import (
+    announce_stopped,
+    chart_config,
+    check_run_cost,
+    get_corpus_cached,
+    get_dataset,
+    require_config,
+    show_error,
+    watch_session,
+)
 
 cfg = require_config("Compare methods", " to compare methods")
 st.markdown(
@@ -38,6 +46,8 @@ ablation = c[1].checkbox(
 run = c[2].button("Run comparison", type="primary", key="cmp_run")
 key = (cfg.key(), tuple(methods), ablation)
 
+if not run:
+    announce_stopped("cmp_running", "comparison")
 if run:
     if not methods:
         st.error("Choose at least one method to compare.")
@@ -54,6 +64,7 @@ if run:
             text=f"{method}: step {rec.step + 1}/{cfg.steps} (t = {rec.t})",
         )
 
+    st.session_state["cmp_running"] = True
     try:
         check_run_cost(cfg, order, passes=2)  # GOLDDIFF_APP_MAX_SECONDS
         watch_session()  # stop computing once the tab is closed
@@ -74,8 +85,10 @@ if run:
                 data, res[REFERENCE].trajectory, cfg.params, cfg.seed, cfg.device
             )
         st.session_state["compare"] = out
+        st.session_state.pop("cmp_running", None)
         bar.progress(1.0, text="Done.")
     except ValueError as e:
+        st.session_state.pop("cmp_running", None)
         bar.empty()
         show_error(e)
         st.stop()
@@ -155,7 +168,7 @@ left.plotly_chart(
     figs.step_times(
         {m: r.ms_per_step for m, r in res.items()}, {m: r.phase_ms for m, r in res.items()}
     ),
-    key="cmp_times",
+    key="cmp_times", config=chart_config("cmp_times"),
 )
 right.markdown(
     f"**{REFERENCE}** scans all N images with one softmax per pixel at every step; **golddiff** does the same "
@@ -174,7 +187,7 @@ left.plotly_chart(
         "One step from the same x_t: r²",
         vlines=switch,
     ),
-    key="cmp_r2",
+    key="cmp_r2", config=chart_config("cmp_r2"),
 )
 right.plotly_chart(
     figs.curves_vs_snr(
@@ -184,13 +197,15 @@ right.plotly_chart(
         vlines=switch,
         ylog=True,
     ),
-    key="cmp_mse",
+    key="cmp_mse", config=chart_config("cmp_mse"),
 )
 
 st.subheader("Copies or new images?")
 left, right = st.columns([2, 3])
 left.plotly_chart(
-    figs.nn_distances({m: out["nn"][m][1] for m in res}, out["train_scale"]), key="cmp_nn"
+    figs.nn_distances({m: out["nn"][m][1] for m in res}, out["train_scale"]),
+    key="cmp_nn",
+    config=chart_config("cmp_nn"),
 )
 right.markdown(
     "The **optimal** (empirical-Bayes) denoiser's posterior collapses onto one training image, so its samples "
@@ -206,7 +221,7 @@ if out["ablation"] is not None:
         figs.curves_vs_snr(
             out["ablation"], "one-step r² vs pca", "GoldDiff pool mode: one-step r²", yrange=None
         ),
-        key="cmp_ablation_fig",
+        key="cmp_ablation_fig", config=chart_config("cmp_ablation_fig"),
     )
     right.markdown(
         "At high noise (left) the posterior is nearly uniform: a **random** pool of $m_t$ images is an "

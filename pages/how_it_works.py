@@ -8,15 +8,26 @@ import streamlit as st
 
 from golddiff import NoiseSchedule
 from golddiff.core import pool_size, subset_size
-from golddiff.explore import lesson_figures as figs
+from golddiff.explore import how_figures as figs
 from golddiff.explore import lessons
-from pages.common import get_corpus_cached, get_dataset, show_error, require_config
+from pages.common import (
+    chart_config,
+    advance_play,
+    finish_play,
+    get_corpus_cached,
+    get_dataset,
+    play_button,
+    require_config,
+    show_error,
+)
 
 SCHEDULE = NoiseSchedule()
 GRID = list(range(0, SCHEDULE.T, 50))
 
 
-@st.cache_data(show_spinner=False, max_entries=32)
+@st.cache_data(
+    show_spinner="Computing the posterior of this image at 20 timesteps...", max_entries=32
+)
 def cached_profile(dataset: str, device: str, index: int, tau: float) -> dict:
     return lessons.posterior_profile(
         get_dataset(dataset), index, GRID, seed=0, tau=tau, device=device
@@ -39,9 +50,14 @@ st.markdown(
     "steps; DDIM then steps with the denoiser's estimate $\\hat x_0$. Pick a timestep and a training image; "
     "every figure below follows them."
 )
-c = st.columns([3, 1])
-t = c[0].select_slider("timestep t", options=GRID, value=500, key="hiw_t")
-index = c[1].number_input("training image", 0, data.N - 1, 0, key=f"hiw_index_{cfg.dataset}")
+c = st.columns([3, 0.6, 1], vertical_alignment="bottom")
+st.session_state.setdefault("hiw_t", 500)
+playing = advance_play("hiw", GRID[::-1])
+t = c[0].select_slider(
+    "timestep t (left: pure noise, right: clean)", options=GRID[::-1], key="hiw_t"
+)
+play_button(c[1], "hiw", GRID[::-1], playing)
+index = c[2].number_input("training image", 0, data.N - 1, 0, key=f"hiw_index_{cfg.dataset}")
 try:
     prof = cached_profile(cfg.dataset, cfg.device, int(index), p.get("temperature", 1.0))
 except ValueError as e:
@@ -58,15 +74,20 @@ with left:
     )
     st.latex(
         r"w_i(x_t) = \operatorname{softmax}_i\!\Big(-\frac{\|x_t - \sqrt{\bar\alpha_t}\,x_i\|^2}"
-        r"{2(1-\bar\alpha_t)\,\tau}\Big),\qquad \hat x_0 = \sum_{i=1}^N w_i\,x_i"
+        r"{2(1-\bar\alpha_t)\,\tau}\Big)"
     )
+    st.latex(r"\hat x_0 = \sum_{i=1}^N w_i\,x_i")
     st.markdown(
         f"Right: the N weights at $x_t$ = image {index} noised to t = {t} (SNR {prof['snr'][i]:.3g}), "
         f"largest first. The true image gets weight {prof['w_true'][i]:.3g}. At high noise they are all "
         'near $1/N$; at low noise one image takes everything, so sampling with this exact ("optimal") '
         "denoiser reproduces training images."
     )
-right.plotly_chart(figs.sorted_weights(prof["sorted_w"][i], t), key="hiw_weights")
+right.plotly_chart(
+    figs.sorted_weights(prof["sorted_w"][i], t),
+    key="hiw_weights",
+    config=chart_config("hiw_weights"),
+)
 
 st.header("2. PCA locality: one posterior per pixel")
 left, right = st.columns([1, 1])
@@ -78,12 +99,14 @@ with left:
         "softmax over the pixels $n$ in its column."
     )
     st.latex(
-        r"L_t = U\,\mathrm{diag}\Big(\frac{\bar\alpha_t\lambda_k}{\bar\alpha_t\lambda_k+1-\bar\alpha_t}\Big)U^\top,"
-        r"\qquad M^0_t[n,m] = \frac{L_t[n,m]}{L_t[n,n]}"
+        r"L_t = U\,\mathrm{diag}\Big(\frac{\bar\alpha_t\lambda_k}"
+        r"{\bar\alpha_t\lambda_k+1-\bar\alpha_t}\Big)U^\top"
     )
+    st.latex(r"M^0_t[n,m] = \frac{L_t[n,m]}{L_t[n,n]}")
     st.latex(r"M_t[n,m] = \mathbb 1\big[\,|M^0_t[n,m]| \ge \theta\,\max |M^0_t|\,\big]")
     st.latex(
-        r"\ell_i(m) = -\frac{\sum_n M_t[n,m]\,(x_t[n]-\sqrt{\bar\alpha_t}\,x_i[n])^2}{2(1-\bar\alpha_t)\tau}"
+        r"\ell_i(m) = -\frac{\sum_n M_t[n,m]\,(x_t[n]-\sqrt{\bar\alpha_t}\,x_i[n])^2}"
+        r"{2(1-\bar\alpha_t)\tau}"
     )
     st.latex(r"\hat x_0[m] = \sum_i \operatorname{softmax}_i\big(\ell_i(m)\big)\,x_i[m]")
     k = st.columns(2)
@@ -98,7 +121,9 @@ try:
     nb = lessons.mask_neighbourhood(
         data, t, p["mask_threshold"], int(row), int(col), device=cfg.device, rule=p["mask_rule"]
     )
-    right.plotly_chart(figs.mask_image(nb, int(row), int(col)), key="hiw_mask")
+    right.plotly_chart(
+        figs.mask_image(nb, int(row), int(col)), key="hiw_mask", config=chart_config("hiw_mask")
+    )
 except ValueError as e:
     show_error(e)
 
@@ -123,7 +148,9 @@ with left:
         "the whole data set is screened, and only the nearest few are kept."
     )
 right.plotly_chart(
-    figs.schedules(lessons.gold_schedules(data.N, k_min, k_max), data.N, t), key="hiw_sched"
+    figs.schedules(lessons.gold_schedules(data.N, k_min, k_max), data.N, t),
+    key="hiw_sched",
+    config=chart_config("hiw_sched"),
 )
 
 st.header("4. Diagnostics")
@@ -132,21 +159,20 @@ with left:
     st.markdown(
         "How concentrated is the posterior? Entropy in nats ($\\log N$ = uniform, 0 = one image), its "
         "exponential the perplexity (an effective number of images), the effective sample size, and the "
-        "fewest images that hold 90% of the mass:"
+        "fewest images that hold 99% of the mass:"
     )
-    st.latex(
-        r"H = -\sum_i w_i\log w_i,\qquad \mathrm{PPL} = e^{H},\qquad \mathrm{ESS} = \frac{1}{\sum_i w_i^2}"
-    )
-    st.latex(
-        r"k_{0.9} = \min\Big\{k : \sum_{j\le k} w_{(j)} \ge 0.9\Big\}\quad (w_{(1)} \ge w_{(2)} \ge \dots)"
-    )
+    st.latex(r"H = -\sum_i w_i\log w_i,\qquad \mathrm{PPL} = e^{H}")
+    st.latex(r"\mathrm{ESS} = \frac{1}{\sum_i w_i^2}")
+    st.latex(r"k_{0.99} = \min\Big\{k : \sum_{j\le k} w_{(j)} \ge 0.99\Big\}")
+    st.caption("$w_{(1)} \\ge w_{(2)} \\ge \\dots$: the weights sorted, largest first.")
     m = st.columns(4)
     m[0].metric("H (nats)", f"{prof['entropy'][i]:.2f}", help=f"log N = {math.log(data.N):.2f}")
     m[1].metric("perplexity", f"{prof['perplexity'][i]:.1f}")
     m[2].metric("ESS", f"{prof['ess'][i]:.1f}")
-    m[3].metric("k_0.9", int(prof["k90"][i]))
+    m[3].metric("k_0.99", int(prof["k99"][i]))
     st.caption(
         "Golden-subset diagnostics (captured mass W_S, recall of the global top-k_t) are on the Explorer "
         "page, which records them at every step."
     )
-right.plotly_chart(figs.profile(prof, t), key="hiw_profile")
+right.plotly_chart(figs.profile(prof, t), key="hiw_profile", config=chart_config("hiw_profile"))
+finish_play(playing)

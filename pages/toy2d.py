@@ -8,7 +8,7 @@ import streamlit as st
 from golddiff import DenoiserParams, load_dataset
 from golddiff.explore import lesson_figures as figs
 from golddiff.explore import lessons
-from pages.common import show_error
+from pages.common import advance_play, chart_config, finish_play, play_button, show_error
 
 TOYS = ["moons", "gmm"]
 
@@ -73,16 +73,19 @@ if st.session_state.get("toy_t") not in ts:
     st.session_state["toy_t"] = min(
         ts, key=lambda v: abs(v - 200)
     )  # where the posterior is concentrating
+playing = advance_play("toy", ts)
 left, right = st.columns([3, 2])
 with left:
-    t = st.select_slider("timestep t (left: pure noise, right: clean)", options=ts, key="toy_t")
+    c = st.columns([5, 1], vertical_alignment="bottom")
+    t = c[0].select_slider("timestep t (left: pure noise, right: clean)", options=ts, key="toy_t")
+    play_button(c[1], "toy", ts, playing)
     frame = lessons.toy_frame(ds, traj, ts.index(t))
     st.plotly_chart(
         figs.toy_scene(frame),
         key="toy_plot",
         on_select="rerun",
         selection_mode="points",
-        config={"scrollZoom": False},
+        config={**chart_config("toy_plot"), "scrollZoom": False},
     )
 with right:
     m = st.columns(3)
@@ -109,10 +112,11 @@ with right:
             traj.scalars("k_t"),
             frame["snr"],
         ),
-        key="toy_entropy",
+        key="toy_entropy", config=chart_config("toy_entropy"),
     )
     st.caption(
         "Perplexity is the effective number of points the posterior spreads over. While it is far above "
         "k_t the golden subset is a random sample of a near-uniform posterior (captured mass about "
         "k_t/N); once it falls below k_t the subset holds the whole support and GoldDiff is exact."
     )
+finish_play(playing)

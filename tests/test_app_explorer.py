@@ -29,6 +29,7 @@ def explorer(dataset: str = "digits", **sidebar) -> AppTest:
         HARNESS.format(root=str(ROOT), page=str(ROOT / "pages" / "explorer.py")),
         default_timeout=300,
     )
+    at.query_params["dataset"] = dataset  # the instant start then runs on this dataset
     at.run()
     if dataset != at.selectbox(key="dataset").value:
         at.selectbox(key="dataset").set_value(dataset).run()
@@ -65,7 +66,10 @@ def test_app_opens_on_the_explorer():
     assert at.title[0].value.startswith("Explorer")
     assert any(c.value.startswith("Device: ") for c in at.sidebar.caption)
     assert at.button(key="ex_run").label == "Run"
-    assert at.info and "Press **Run**" in at.info[0].value  # nothing computed before Run
+    # instant start: a first visit shows a finished run of the defaults without pressing Run
+    traj = at.session_state["explorer"]["traj"]
+    assert traj.meta["dataset"] == "mnist-5k" and len(traj.records) == 10
+    assert metric(at, "t (timestep)") == "999"  # the first step: pure noise
 
 
 def scrub_first_and_last(at: AppTest) -> None:
@@ -77,7 +81,7 @@ def scrub_first_and_last(at: AppTest) -> None:
     assert metric(at, "k_t (golden subset)") == f"{first.k_t:,}"
     assert metric(at, "captured mass W_S") == f"{first.captured_mass[0]:.3f}"
     assert subset_header(at) == f"Golden subset $S_t$: top 16 of its {first.k_t:,} images"
-    assert len(at.get("plotly_chart")) == 4  # images, subset, entropy, support
+    assert len(at.get("plotly_chart")) == 5  # entropy, support, images, posterior top, subset
     assert not any("Memorization" in m.value for m in at.markdown)
 
     at.select_slider(key="ex_step").set_value(S - 1).run()
@@ -92,7 +96,7 @@ def scrub_first_and_last(at: AppTest) -> None:
     assert any(
         "Memorization check" in m.value for m in at.markdown
     )  # final sample vs nearest training image
-    assert len(at.get("plotly_chart")) == 5
+    assert len(at.get("plotly_chart")) == 6
 
     at.selectbox(key="ex_sample").set_value(1).run()
     ok(at)
@@ -137,8 +141,8 @@ def test_changed_settings_flag_the_old_result_without_recomputing():
 def test_two_sessions_do_not_share_results():
     a = run(explorer("digits", steps=3))
     b = explorer("digits", steps=3, seed=5)
-    assert "explorer" not in b.session_state
-    assert b.info and "Press **Run**" in b.info[0].value
+    assert b.session_state["explorer"]["traj"].meta["seed"] == 0  # b's own instant start
+    assert "previous settings" in b.warning[0].value
     run(b)
     a.run()
     ok(a)
@@ -173,7 +177,7 @@ def test_user_error_is_one_sentence():
         and "\n" not in at.error[0].value
         and "Traceback" not in at.error[0].value
     )
-    assert "explorer" not in at.session_state
+    assert at.session_state["explorer"]["traj"].meta["steps"] == 10  # the earlier run stays
 
 
 def test_map_view_with_a_map_and_the_build_button(monkeypatch):
@@ -204,14 +208,14 @@ def test_map_view_with_a_map_and_the_build_button(monkeypatch):
     monkeypatch.setattr(embed, "load_map", lambda data, **kw: store.get(data.name))
     monkeypatch.setattr(embed, "build_map", fake_build)
     at = run(explorer("digits", steps=3))
-    assert len(at.get("plotly_chart")) == 4
+    assert len(at.get("plotly_chart")) == 5
     at.button(key="ex_build_map").click().run()
     ok(at)
     assert "digits" in store
-    assert len(at.get("plotly_chart")) == 5  # images, subset, entropy, support, map
+    assert len(at.get("plotly_chart")) == 6  # ... and the map
     at.select_slider(key="ex_step").set_value(2).run()
     ok(at)
-    assert len(at.get("plotly_chart")) == 6  # + the memorization pair at the last step
+    assert len(at.get("plotly_chart")) == 7  # + the memorization pair at the last step
 
 
 @pytest.mark.parametrize("method", ["pca", "wiener", "hybrid"])

@@ -1,7 +1,8 @@
 """Browser test of the Explorer: the real `streamlit run app.py` server driven by Playwright + Debian Chromium.
 
-Press Run, wait for the plots, move the timestep slider with the keyboard, time how long the views take to
-follow (key press -> metrics and x_t image updated), save a screenshot under the test's tmp dir.
+The instant start (a finished run without pressing Run), moving the timestep slider with the keyboard and
+timing how long the views take to follow (key press -> metrics and x_t image updated), Play / Pause, a
+screenshot under the test's tmp dir; the link round trip; a visible error; one scenario.
 Skipped when /usr/bin/chromium or playwright is missing (never runs `playwright install`).
 """
 
@@ -109,19 +110,18 @@ def test_run_scrub_and_screenshot(server, tmp_path):
         page.get_by_text("Run settings").wait_for(timeout=90_000)
         page.get_by_text("Device: ").wait_for(timeout=30_000)
 
-        t0 = time.perf_counter()
-        page.get_by_role("button", name="Run", exact=True).click()
+        t0 = time.perf_counter()  # instant start: no click, the finished run of the defaults shows
         page.get_by_text("Done: 10 steps in").wait_for(timeout=120_000)
         page.wait_for_function(
-            "document.querySelectorAll('.js-plotly-plot').length >= 4", timeout=60_000
+            "document.querySelectorAll('.js-plotly-plot').length >= 5", timeout=60_000
         )
         run_s = time.perf_counter() - t0
-        assert page.evaluate(METRIC_JS, ["t (timestep)"]) == "900"
+        assert page.evaluate(METRIC_JS, ["t (timestep)"]) == "999"
         k_first = page.evaluate(METRIC_JS, ["k_t (golden subset)"])
 
         slider = page.locator('[data-testid="stSlider"] input[type="range"]').first
         moves = []
-        for t in (800, 700, 600):  # one step right at a time
+        for t in (888, 777, 666):  # one step right at a time
             slider.focus()
             s = time.perf_counter()
             page.keyboard.press("ArrowRight")
@@ -139,14 +139,14 @@ def test_run_scrub_and_screenshot(server, tmp_path):
 
         # Play from the last step restarts at the noisiest one and advances by itself; Pause stops it
         page.get_by_role("button", name="Play").click()
-        page.wait_for_function(SHOWN_JS, arg=[900], timeout=30_000, polling=100)
-        page.wait_for_function(SHOWN_JS, arg=[700], timeout=30_000, polling=100)
+        page.wait_for_function(SHOWN_JS, arg=[999], timeout=30_000, polling=100)
+        page.wait_for_function(SHOWN_JS, arg=[777], timeout=30_000, polling=100)
         page.get_by_role("button", name="Pause").click()
         page.get_by_role("button", name="Play").wait_for(timeout=30_000)
         page.wait_for_timeout(1500)
         t_paused = page.evaluate(METRIC_JS, ["t (timestep)"])
         page.wait_for_timeout(1500)
-        assert page.evaluate(METRIC_JS, ["t (timestep)"]) == t_paused and int(t_paused) <= 700
+        assert page.evaluate(METRIC_JS, ["t (timestep)"]) == t_paused and int(t_paused) <= 777
         slider.focus()
         page.keyboard.press("End")
         page.wait_for_function(SHOWN_JS, arg=[0], timeout=30_000, polling="raf")
@@ -165,3 +165,67 @@ def test_run_scrub_and_screenshot(server, tmp_path):
     print("screenshot:", shot, "timings:", timings)
     assert shot.stat().st_size > 10_000
     assert max(moves) < 5, timings  # generous bound on a busy 2-core CI box
+
+
+def launch(p):
+    browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+    return browser, browser.new_page(viewport={"width": 1400, "height": 2400})
+
+
+def test_the_link_reproduces_the_view(server):
+    """URL state: a link sets the sidebar and the step; moving the step writes it back, and
+    reloading the written link shows the same view."""
+    with sync_playwright() as p:
+        browser, page = launch(p)
+        page.goto(server + "?dataset=digits&seed=3&steps=4&k_min=40&t=333")
+        page.wait_for_function(SHOWN_JS, arg=[333], timeout=120_000, polling=200)
+        seed = page.get_by_label("Seed").input_value()
+        assert seed == "3"
+        assert "digits" in page.get_by_text("Samples with the sidebar settings").inner_text()
+        slider = page.locator('[data-testid="stSlider"] input[type="range"]').first
+        slider.focus()
+        page.keyboard.press("End")
+        page.wait_for_function(SHOWN_JS, arg=[0], timeout=30_000, polling="raf")
+        page.wait_for_function("location.search.includes('t=0')", timeout=10_000)
+        link = page.url
+        for part in ("dataset=digits", "seed=3", "steps=4", "k_min=40", "t=0"):
+            assert part in link, link
+        page.goto(link)
+        page.wait_for_function(SHOWN_JS, arg=[0], timeout=120_000, polling=200)
+        assert page.locator('[data-testid="stException"]').count() == 0
+        browser.close()
+
+
+def test_errors_are_visible_without_a_click(server):
+    """Finding 1 and the link's bad values: a red box in the main area, no status to open."""
+    with sync_playwright() as p:
+        browser, page = launch(p)
+        page.goto(server + "?dataset=digits&k_min=170&k_max=100")
+        box = page.locator('[data-testid="stMain"] [data-testid="stAlertContentError"]')
+        box.first.wait_for(timeout=120_000)
+        assert "k_min=170 is larger than k_max=100" in box.first.inner_text()
+        assert box.first.is_visible()
+        page.goto(server + "?dataset=digits&steps=abc")
+        box.first.wait_for(timeout=120_000)
+        assert "steps='abc'" in box.first.inner_text()
+        browser.close()
+
+
+def test_a_scenario_sets_the_sidebar_and_says_what_to_notice(server):
+    with sync_playwright() as p:
+        browser, page = launch(p)
+        page.goto(server + "?dataset=digits")
+        page.get_by_text("Done: 10 steps in").wait_for(timeout=120_000)
+        page.get_by_text("Scenarios: one click").click()
+        page.get_by_role("button", name="The random pool misses").click()
+        page.get_by_text("already sits on about 2 images").wait_for(timeout=120_000)
+        page.wait_for_function(SHOWN_JS, arg=[444], timeout=120_000, polling=200)
+        page.get_by_text("The golden subset missed the posterior").wait_for(timeout=30_000)
+        assert "mnist-5k" in page.get_by_text("Samples with the sidebar settings").inner_text()
+        # one screen: scrolled down to the galleries, the timestep slider is still in view
+        page.set_viewport_size({"width": 1400, "height": 900})
+        page.get_by_text("Exact posterior: top 8").scroll_into_view_if_needed()
+        page.wait_for_timeout(500)
+        box = page.locator('[data-testid="stSlider"]').first.bounding_box()
+        assert box is not None and 0 <= box["y"] < 900 - box["height"], box
+        browser.close()

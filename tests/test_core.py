@@ -307,9 +307,13 @@ def test_topk_recall_ranks_by_logits_where_weights_underflow():
 
 
 def test_ddim_timesteps_and_schedule_product_formula():
-    assert SCHED.timesteps(10) == [900, 800, 700, 600, 500, 400, 300, 200, 100, 0]
-    assert SCHED.timesteps(1) == [0]
+    assert SCHED.timesteps(10) == [999, 888, 777, 666, 555, 444, 333, 222, 111, 0]
+    assert SCHED.timesteps(1) == [999]  # one step starts from pure noise, not at t = 0
     assert SCHED.timesteps(1000) == list(range(999, -1, -1))
+    for steps in range(1, 1001):  # finding 2: first step is pure noise, labels stay distinct
+        ts = SCHED.timesteps(steps)
+        assert ts[0] == 999 and len(set(ts)) == steps and ts == sorted(ts, reverse=True)
+        assert steps == 1 or ts[-1] == 0
     ab = np_abar()
     for t in (0, 1, 100, 500, 900, 999):
         assert SCHED.abar(t) == pytest.approx(ab[t], rel=1e-12)

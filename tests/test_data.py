@@ -791,3 +791,14 @@ def test_atomic_write_keeps_the_old_file_and_no_temp_when_the_write_fails(tmp_pa
     assert target.read_bytes() == b"old" and sorted(x.name for x in folder.iterdir()) == ["out.bin"]
     cache.atomic_write(target, lambda p: p.write_bytes(b"new"))
     assert target.read_bytes() == b"new" and sorted(x.name for x in folder.iterdir()) == ["out.bin"]
+
+
+def test_failed_download_names_every_mirror_it_tried(monkeypatch):
+    """Finding 12: when all mirrors fail, the message says which failed and why (not only the
+    last); the real MNIST list has more than one mirror."""
+    assert len(data.REGISTRY["mnist"].files.remotes[0].urls) >= 3
+    serve(monkeypatch, {})  # every url answers 404
+    fake_remote_set(monkeypatch, "mnist", {"train-images-idx3-ubyte.gz": b"x"})
+    with pytest.raises(ValueError) as e:
+        load_dataset("mnist")
+    assert "https://down.example/" in str(e.value) and "https://ok.example/" in str(e.value)

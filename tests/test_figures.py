@@ -107,7 +107,7 @@ def test_subset_view_and_gallery(runs, digits):
     tile = (np.clip((digits.images[int(idx[0]), 0].numpy() + 1) / 2, 0, 1) * 255).round()
     assert np.array_equal(z[:H, :W], tile)  # rank 1 in the top-left corner
     assert len(fig.layout.annotations) == 16 and fig.layout.annotations[0].text.startswith("#1 ")
-    assert list(hover.text) == [f"training image #{i}" for i in idx]
+    assert [h.split("<br>")[0] for h in hover.text] == [f"training image #{i}" for i in idx]
 
 
 def test_gallery_rgb_and_height():

@@ -141,15 +141,19 @@ def test_gaussian_page_teleport_and_stale_marker():
     no_failure(at)
     gap = charts(at)[0]
     assert any("Wiener" in (tr.get("name") or "") for tr in gap["data"])
-    at.select_slider(key="gauss_tskip").set_value(400).run()
+    at.select_slider(key="gauss_tskip").set_value(500).run()
     at.button(key="gauss_run").click().run()
     no_failure(at)
     labels = [m.label for m in at.metric]
-    assert "teleport to 400 + GoldDiff" in labels
-    assert at.metric[2].value == "2"  # 800 and 600 replaced by the closed form
-    at.select_slider(key="gauss_tskip").set_value(200).run()
+    assert "teleport to 500 + GoldDiff" in labels
+    assert at.metric[2].value == "2"  # 999 and 749 replaced by the closed form
+    assert "saved" in at.metric[1].proto.delta
+    at.select_slider(key="gauss_tskip").set_value(999).run()
+    at.button(key="gauss_run").click().run()
+    assert at.metric[2].value == "0" and not at.metric[1].proto.delta  # finding 6: no fake saving
+    at.select_slider(key="gauss_tskip").set_value(250).run()
     no_failure(at)
-    assert at.warning  # results belong to t_skip = 400
+    assert at.warning  # results belong to t_skip = 999
 
 
 def test_how_it_works_follows_t_and_the_pixel():

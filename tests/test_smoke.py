@@ -14,7 +14,7 @@ def test_cli_sample_runs_on_digits():
     )
     assert r.returncode == 0, r.stderr
     lines = r.stdout.strip().splitlines()
-    assert len(lines) == 2 + 10 and lines[2].split()[0] == "900" and lines[-1].split()[0] == "0"
+    assert len(lines) == 2 + 10 and lines[2].split()[0] == "999" and lines[-1].split()[0] == "0"
 
 
 def test_cli_unknown_dataset_is_one_sentence():

@@ -47,14 +47,17 @@ class NoiseSchedule:
         return a / (1.0 - a)
 
     def timesteps(self, steps: int) -> list[int]:
-        """DDIM timesteps with "leading" spacing, descending: 10 steps -> [900, 800, ..., 0]."""
+        """DDIM timesteps, descending, evenly spaced from T-1 (pure noise) down to 0 (clean), both
+        included: 10 steps -> [999, 888, ..., 111, 0]; 1 step -> [T-1]. The first step always
+        starts from pure noise and the steps stay distinct for any count up to T."""
         steps = int(steps)
         if not 1 <= steps <= self.T:
             raise ValueError(
                 f"steps={steps} is outside 1..{self.T}; choose a number of steps in that range."
             )
-        ratio = self.T // steps
-        return [i * ratio for i in range(steps - 1, -1, -1)]
+        if steps == 1:
+            return [self.T - 1]
+        return [round(i * (self.T - 1) / (steps - 1)) for i in range(steps - 1, -1, -1)]
 
     def ddim_step(
         self, x_t: torch.Tensor, x0_hat: torch.Tensor, t: int, t_prev: int

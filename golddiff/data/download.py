@@ -49,7 +49,7 @@ def _open_url(url: str, timeout: float = 30.0):
 
 
 class DownloadError(ValueError):
-    """Every mirror failed; `reason` says why the last one did."""
+    """Every mirror failed; `reason` names each mirror tried and why it failed."""
 
     def __init__(self, message: str, reason: str):
         super().__init__(message)
@@ -67,7 +67,7 @@ def download(
     every mirror fails.
     """
     dest.parent.mkdir(parents=True, exist_ok=True)
-    reason = "no mirror given"
+    reasons = []  # one per failed mirror, so the message says which failed and why
     for url in urls:
         tmp = dest.parent / f"{dest.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.part"
         try:
@@ -82,15 +82,16 @@ def download(
                     if progress is not None:
                         progress(done, total)
             if h.hexdigest() != md5:
-                reason = f"{url} gave a file whose md5 is {h.hexdigest()}, not {md5}"
+                reasons.append(f"{url} gave a file whose md5 is {h.hexdigest()}, not {md5}")
                 continue
             os.replace(tmp, dest)
             return dest
         except OSError as e:  # URLError, timeouts and disk errors are all OSError
-            reason = f"{url}: {e}"
+            reasons.append(f"{url}: {e}")
         finally:
             with contextlib.suppress(OSError):
                 tmp.unlink()
+    reason = "; ".join(reasons) or "no mirror given"
     raise DownloadError(
         f"Downloading {dest.name} failed ({reason}); check the connection or place the file in "
         f"{dest.parent} yourself.",

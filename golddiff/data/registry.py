@@ -107,7 +107,8 @@ def _load_gmm(n: int = 1000) -> Dataset:
 
 _IDX = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte")
 _FASHION_HOST = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
-_MNIST_HOSTS = (
+_MNIST_HOSTS = (  # tried in order; the message of a failed download names each
+    "https://storage.googleapis.com/cvdf-datasets/mnist/",
     "https://ossci-datasets.s3.amazonaws.com/mnist/",
     "http://yann.lecun.com/exdb/mnist/",
 )

@@ -151,7 +151,7 @@ class DenoiserParams:
         float,
         SNR_SWITCH,
         "hybrid: the closed-form Wiener denoiser below this SNR, GoldDiff "
-        "above (0.005: t = 900, 800 of 10 steps)",
+        "above (0.005: t = 999, 888, 777 of 10 steps)",
         ("hybrid",),
         low=0.0,
     )

@@ -13,13 +13,20 @@ import math
 
 import numpy as np
 import plotly.graph_objects as go
-from plotly.subplots import make_subplots
 
-from ..data.datasets import to_uint8
 from ..run.records import LABELS
+from .galleries import (  # noqa: F401  (the image views, re-exported for the pages)
+    GALLERY_SIZE,
+    gallery,
+    global_top_gallery,
+    miss_warning,
+    step_images,
+    subset_caption,
+    subset_gallery,
+    subset_view,
+)
 from .style import MARGIN, snr_axis
 
-GALLERY_SIZE = 16  # subset images shown per step
 _NOW = "#111111"  # the chosen step's marker
 _COLORS = {
     "entropy": "#1f77b4",
@@ -33,173 +40,6 @@ _COLORS = {
 }
 
 
-# ----------------------------------------------------------------------------- images
-
-
-def _pixels(img: np.ndarray) -> tuple[np.ndarray, bool]:
-    """(C, H, W) in [-1, 1] -> (H, W) grey values in [-1, 1], or (H, W, 3) uint8 RGB; and whether
-    RGB."""
-    img = np.asarray(img, dtype=np.float32)
-    if img.shape[0] == 1:
-        return img[0], False
-    return to_uint8(img.transpose(1, 2, 0)), True
-
-
-def _image_axes(fig: go.Figure) -> None:
-    """Square pixels, row 0 at the top, no ticks."""
-    fig.update_xaxes(visible=False, constrain="domain")
-    fig.update_yaxes(visible=False, autorange="reversed", constrain="domain")
-    for ax in fig.layout:
-        if ax.startswith("yaxis"):
-            fig.layout[ax].scaleanchor = "x" + ax[5:]
-
-
-def _image_trace(img: np.ndarray, hover: str | None = None) -> go.BaseTraceType:
-    z, rgb = _pixels(img)
-    if rgb:
-        return go.Image(z=z, hoverinfo="skip")
-    return go.Heatmap(
-        z=z,
-        colorscale="gray",
-        zmin=-1,
-        zmax=1,
-        showscale=False,
-        hovertemplate=hover or "row %{y}, col %{x}: %{z:.2f}<extra></extra>",
-    )
-
-
-def step_images(traj, step: int, sample: int) -> go.Figure:
-    """x_t, x0_hat and the per-pixel posterior entropy map H(m) of one sample at one step, side by
-    side.
-
-    The entropy colour scale is fixed over the whole trajectory of the sample (0 .. its largest
-    value), so the map visibly cools as the posterior concentrates. Methods without per-pixel
-    posteriors get two panels.
-    """
-    rec = traj.records[step]
-    has_map = rec.pixel_entropy is not None
-    titles = [f"x_t  (t = {rec.t})", "x0_hat  (denoiser's guess)"]
-    if has_map:
-        titles.append("per-pixel posterior entropy H(m)")
-    fig = make_subplots(rows=1, cols=len(titles), subplot_titles=titles, horizontal_spacing=0.04)
-    fig.add_trace(_image_trace(rec.x_t[sample]), row=1, col=1)
-    fig.add_trace(_image_trace(rec.x0_hat[sample]), row=1, col=2)
-    if has_map:
-        maps = [
-            r.pixel_entropy[sample].mean(0) for r in traj.records if r.pixel_entropy is not None
-        ]  # (H, W)
-        hmax = max(float(np.nanmax(m)) for m in maps) or 1.0
-        fig.add_trace(
-            go.Heatmap(
-                z=rec.pixel_entropy[sample].mean(0),
-                colorscale="Viridis",
-                zmin=0,
-                zmax=hmax,
-                colorbar=dict(title=dict(text="nats", side="right"), thickness=12, len=0.9),
-                hovertemplate="row %{y}, col %{x}: H = %{z:.2f} nats<extra></extra>",
-            ),
-            row=1,
-            col=3,
-        )
-    _image_axes(fig)
-    fig.update_layout(height=300, margin=dict(l=10, r=10, t=30, b=10))
-    fig.update_annotations(font_size=13)
-    return fig
-
-
-def gallery(
-    images: np.ndarray,
-    captions: list[str],
-    hover: list[str] | None = None,
-    ncol: int = 8,
-    pad: int = 2,
-    width_px: int = 800,
-) -> go.Figure:
-    """A grid of images (n, C, H, W) in [-1, 1] drawn as ONE uint8 image trace (small to send), a
-    caption under each tile, and a hover text per tile (e.g. its dataset index).
-
-    width_px: the expected drawn width, used to pick a height that keeps the pixels square.
-    """
-    images = np.asarray(images, dtype=np.float32)
-    n, C, H, W = images.shape
-    ncol = max(1, min(ncol, n))
-    nrow = math.ceil(n / ncol)
-    cap = max(4, round(0.45 * H))  # rows under each tile for its caption
-    hh, ww = H + pad + cap, W + pad
-    u8 = to_uint8(images)  # (n, C, H, W)
-    z = np.full((nrow * hh, ncol * ww, C), 255, np.uint8)  # white gaps
-    for i in range(n):
-        r, c = divmod(i, ncol)
-        z[r * hh : r * hh + H, c * ww : c * ww + W] = u8[i].transpose(1, 2, 0)
-    if C == 3:
-        fig = go.Figure(go.Image(z=z, hoverinfo="skip"))
-    else:
-        fig = go.Figure(
-            go.Heatmap(
-                z=z[..., 0], colorscale="gray", zmin=0, zmax=255, showscale=False, hoverinfo="skip"
-            )
-        )
-    rc = [divmod(i, ncol) for i in range(n)]
-    cx = np.array([c * ww + (W - 1) / 2 for r, c in rc])
-    cy = np.array([r * hh + (H - 1) / 2 for r, c in rc])
-    if hover is not None:  # invisible markers carry the hover
-        fig.add_trace(
-            go.Scatter(
-                x=cx,
-                y=cy,
-                mode="markers",
-                marker=dict(size=20, opacity=0),
-                text=hover,
-                showlegend=False,
-                hovertemplate="%{text}<extra></extra>",
-            )
-        )
-    for i, text in enumerate(captions):
-        fig.add_annotation(
-            x=cx[i],
-            y=rc[i][0] * hh + H - 0.5 + cap / 2,
-            text=text,
-            showarrow=False,
-            font=dict(size=11),
-            xanchor="center",
-            yanchor="middle",
-        )
-    _image_axes(fig)
-    fig.update_xaxes(range=[-0.5, ncol * ww - pad - 0.5])
-    fig.update_yaxes(range=[nrow * hh - pad - 0.5, -0.5], autorange=False)
-    fig.update_layout(
-        height=int(nrow * hh * width_px / (ncol * ww)),
-        margin=dict(l=0, r=0, t=0, b=0),
-        plot_bgcolor="white",
-    )
-    return fig
-
-
-def subset_view(
-    traj, step: int, sample: int, n: int = GALLERY_SIZE
-) -> tuple[np.ndarray, np.ndarray, str]:
-    """Which training images to show for this step: (indices (n,), weights (n,), what they are).
-
-    Subset methods: S_t's images ranked by their mean per-pixel posterior weight (ranked_idx /
-    ranked_w). Methods without a subset: the global posterior's top images (top_idx / top_w),
-    labelled as such.
-    """
-    rec = traj.records[step]
-    if rec.ranked_idx is not None:
-        return rec.ranked_idx[sample][:n], rec.ranked_w[sample][:n], "subset"
-    return rec.top_idx[sample][:n], rec.top_w[sample][:n], "global"
-
-
-def subset_gallery(
-    traj, step: int, sample: int, images: np.ndarray, n: int = GALLERY_SIZE
-) -> go.Figure:
-    """The top-n training images at this step with rank and weight. images: the dataset (N, C, H,
-    W)."""
-    idx, w, _ = subset_view(traj, step, sample, n)
-    caps = [f"#{r + 1}  w={v:.2g}" for r, v in enumerate(w)]
-    return gallery(np.asarray(images[np.asarray(idx)]), caps, [f"training image #{i}" for i in idx])
-
-
 # ----------------------------------------------------------------------------- curves against SNR
 
 
@@ -211,6 +51,15 @@ def _layout(fig: go.Figure, title: str) -> None:
         legend=dict(orientation="h", yanchor="top", y=-0.22, x=0),
         hovermode="closest",
     )
+
+
+def clicked_step(snr: np.ndarray, points: list[dict]) -> int | None:
+    """The step a click on an SNR chart points at: the step whose SNR is nearest (in log) to the
+    last clicked point's x. snr: (S,) per step; points: Streamlit's selection points."""
+    xs = [p.get("x") for p in points or [] if isinstance(p.get("x"), (int, float))]
+    if not xs or not len(snr):
+        return None
+    return int(np.argmin(np.abs(np.log(np.asarray(snr, float)) - math.log(max(xs[-1], 1e-300)))))
 
 
 def entropy_vs_snr(traj, step: int, sample: int) -> go.Figure:
@@ -357,6 +206,13 @@ def support_vs_snr(traj, step: int, sample: int) -> go.Figure:
 # ----------------------------------------------------------------------------- UMAP map
 
 
+def weight_range(traj, sample: int, n: int) -> float:
+    """The largest shown weight of a sample over all steps: the map's colour scale stays fixed
+    while the step changes, so a darker marker always means more weight."""
+    top = [float(np.max(subset_view(traj, s, sample, n)[1])) for s in range(len(traj.records))]
+    return max(max(top), 1e-12)
+
+
 def umap_figure(emap, traj, step: int, sample: int) -> go.Figure:
     """The training set on a 2-D map (grey), the golden subset S_t of the chosen sample (gold), its
     top images coloured by weight, and the x0_hat trajectory of that sample placed on the map
@@ -386,7 +242,9 @@ def umap_figure(emap, traj, step: int, sample: int) -> go.Figure:
                 hoverinfo="skip",
             )
         )
-    idx, w, kind = subset_view(traj, step, sample, n=rec.top_idx.shape[1])
+    n = rec.top_idx.shape[1]
+    idx, w, kind = subset_view(traj, step, sample, n=n)
+    wmax = weight_range(traj, sample, n)
     xy = emap.locate(idx)
     fig.add_trace(
         go.Scatter(
@@ -399,10 +257,14 @@ def umap_figure(emap, traj, step: int, sample: int) -> go.Figure:
                 size=11,
                 color=w,
                 colorscale=[[0, "#f9a98b"], [1, "#67000d"]],
-                cmin=float(w.min()),
-                cmax=max(float(w.max()), float(w.min()) + 1e-12),
+                cmin=0.0,
+                cmax=wmax,
                 line=dict(width=1, color="black"),
-                colorbar=dict(title=dict(text="weight", side="right"), thickness=12, len=0.8),
+                colorbar=dict(
+                    title=dict(text="local weight" if kind == "subset" else "weight", side="right"),
+                    thickness=12,
+                    len=0.8,
+                ),
             ),
             hovertemplate="training image #%{customdata[0]:.0f}<br>"
             "w = %{customdata[1]:.3g}<extra></extra>",

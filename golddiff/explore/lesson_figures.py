@@ -12,7 +12,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from ..data.datasets import to_uint8
-from .style import MARGIN, snr_axis
+from .style import MARGIN, duration, snr_axis
 
 METHOD_COLORS = {
     "pca": "#636efa",
@@ -185,7 +185,9 @@ def _finish_twin_axes(
     """Shared finish of the SNR figures with a linear left axis and a log right axis."""
     snr_axis(fig)
     fig.update_yaxes(title_text=left, range=left_range, secondary_y=False)
-    fig.update_yaxes(title_text=right, type="log", dtick=1, secondary_y=True)
+    fig.update_yaxes(
+        title_text=right, type="log", dtick=1, exponentformat="power", secondary_y=True
+    )
     fig.update_layout(height=420, margin=MARGIN, legend=dict(orientation="h", y=-0.25), title=title)
     return fig
 
@@ -262,7 +264,7 @@ def step_times(ms: dict[str, float], phases: dict[str, dict]) -> go.Figure:
             x=[max(ms[m], 1e-3) for m in names],
             orientation="h",
             marker_color=[METHOD_COLORS.get(m, "#636efa") for m in names],
-            text=[f"{ms[m]:.1f} ms" for m in names],
+            text=[duration(ms[m] / 1000) for m in names],
             textposition="outside",
             customdata=hover,
             hovertemplate="%{y}: %{x:.2f} ms<br>%{customdata}<extra></extra>",
@@ -272,7 +274,8 @@ def step_times(ms: dict[str, float], phases: dict[str, dict]) -> go.Figure:
     fig.update_xaxes(
         type="log",
         title_text="ms per step (log)",
-        range=[math.log10(min(ms.values()) + 1e-3) - 0.5, math.log10(hi) + 0.6],
+        exponentformat="power",
+        range=[math.log10(min(ms.values()) + 1e-3) - 0.5, math.log10(hi) + 1.0],
     )
     fig.update_layout(
         height=80 + 45 * len(names),
@@ -302,7 +305,9 @@ def curves_vs_snr(
     for text, x in (vlines or {}).items():
         _vline(fig, x, text)
     snr_axis(fig)
-    fig.update_yaxes(title_text=ytitle, range=yrange, type="log" if ylog else None)
+    fig.update_yaxes(
+        title_text=ytitle, range=yrange, type="log" if ylog else None, exponentformat="power"
+    )
     fig.update_layout(height=380, margin=MARGIN, title=title, legend=dict(orientation="h", y=-0.3))
     return fig
 
@@ -326,7 +331,7 @@ def nn_distances(dist: dict[str, np.ndarray], train_scale: float) -> go.Figure:
         height=360,
         margin=MARGIN,
         showlegend=False,
-        title="Distance of each sample to its nearest training image",
+        title="Distance to the nearest training image",
     )
     return fig
 
@@ -382,122 +387,11 @@ def time_saved(seconds: dict[str, float], calls: dict[str, int]) -> go.Figure:
             x=[seconds[n] for n in names],
             y=names,
             orientation="h",
-            text=[f"{seconds[n] * 1000:.0f} ms, {calls[n]} denoiser calls" for n in names],
+            text=[f"{duration(seconds[n])}, {calls[n]} denoiser calls" for n in names],
             textposition="auto",
             marker_color=["#ab63fa", "#1f77b4"][: len(names)],
         )
     )
     fig.update_layout(height=60 + 50 * len(names), margin=MARGIN, title="Wall time")
     fig.update_xaxes(title_text="seconds", rangemode="tozero")
-    return fig
-
-
-# ----------------------------------------------------------------------------- How it works
-
-
-def schedules(s: dict, N: int, current_t: int | None = None) -> go.Figure:
-    """m_t (coarse pool) and k_t (golden subset) against t for a dataset of N images."""
-    fig = go.Figure()
-    fig.add_trace(go.Scatter(x=s["t"], y=s["m_t"], name="m_t pool", line=dict(color="#19d3f3")))
-    fig.add_trace(
-        go.Scatter(x=s["t"], y=s["k_t"], name="k_t golden subset", line=dict(color="#ab63fa"))
-    )
-    fig.add_hline(
-        y=N, line_dash="dot", annotation_text=f"N = {N}", annotation_position="bottom right"
-    )
-    if current_t is not None:
-        fig.add_vline(x=current_t, line_dash="dot", line_color="black")
-    fig.update_xaxes(title_text="t (0 = clean, 999 = pure noise)")
-    fig.update_yaxes(title_text="images", rangemode="tozero")
-    fig.update_layout(
-        height=320, margin=MARGIN, legend=dict(orientation="h", y=-0.3), title="m_t and k_t"
-    )
-    return fig
-
-
-def mask_image(nb: dict, row: int, col: int) -> go.Figure:
-    """The mask column of one pixel as an image (1 = in the neighbourhood), the pixel marked with a
-    cross, with the normalized |M0| strength as hover text."""
-    m, s = nb["mask"], nb["strength"]
-    fig = go.Figure(
-        go.Heatmap(
-            z=m,
-            customdata=s,
-            colorscale=[[0, "#f0f0f0"], [1, "#ab63fa"]],
-            zmin=0,
-            zmax=1,
-            showscale=False,
-            xgap=1,
-            ygap=1,
-            hovertemplate="row %{y}, col %{x}: mask %{z:.0f}, |M0|/max %{customdata:.3f}"
-            "<extra></extra>",
-        )
-    )
-    fig.add_trace(
-        go.Scatter(
-            x=[col],
-            y=[row],
-            mode="markers",
-            marker=dict(symbol="square-open", size=13, color="black", line=dict(width=2)),
-            showlegend=False,
-            hoverinfo="skip",
-        )
-    )
-    fig.update_yaxes(autorange="reversed", scaleanchor="x", showticklabels=False)
-    fig.update_xaxes(showticklabels=False)
-    fig.update_layout(
-        height=300, margin=MARGIN, title=f"{nb['size']} of {nb['D']} pixels in the neighbourhood"
-    )
-    return fig
-
-
-def sorted_weights(w_sorted: np.ndarray, t: int) -> go.Figure:
-    """The posterior weights of all N images at one t, largest first (log-log), with the uniform
-    level 1/N."""
-    N = len(w_sorted)
-    fig = go.Figure(
-        go.Scatter(
-            x=np.arange(1, N + 1),
-            y=np.maximum(w_sorted, 1e-300),
-            mode="lines",
-            line=dict(color="#636efa"),
-            name="w_(rank)",
-        )
-    )
-    fig.add_hline(y=1.0 / N, line_dash="dot", annotation_text="uniform 1/N")
-    fig.update_xaxes(type="log", title_text="rank")
-    fig.update_yaxes(
-        type="log", title_text="weight", range=[math.log10(max(w_sorted.min(), 1e-30)) - 0.5, 0.2]
-    )
-    fig.update_layout(
-        height=300, margin=MARGIN, title=f"Posterior weights at t = {t}, sorted", showlegend=False
-    )
-    return fig
-
-
-def profile(p: dict, current_t: int | None = None) -> go.Figure:
-    """Entropy / perplexity / ESS / k_0.9 of one noised image's posterior against t."""
-    fig = make_subplots(specs=[[{"secondary_y": True}]])
-    fig.add_trace(
-        go.Scatter(x=p["t"], y=p["entropy"], name="entropy H (nats)", line=dict(color="#1f77b4")),
-        secondary_y=False,
-    )
-    for k, col in (("perplexity", "#ff7f0e"), ("ess", "#2ca02c"), ("k90", "#d62728")):
-        fig.add_trace(
-            go.Scatter(
-                x=p["t"],
-                y=p[k],
-                name={"perplexity": "perplexity exp(H)", "ess": "ESS 1/sum w^2", "k90": "k_0.9"}[k],
-                line=dict(color=col, dash="dash"),
-            ),
-            secondary_y=True,
-        )
-    if current_t is not None:
-        fig.add_vline(x=current_t, line_dash="dot", line_color="black")
-    fig.update_xaxes(title_text="t (0 = clean, 999 = pure noise)")
-    fig.update_yaxes(title_text="nats", range=[0, math.log(p["N"]) * 1.05], secondary_y=False)
-    fig.update_yaxes(title_text="images", type="log", dtick=1, secondary_y=True)
-    fig.update_layout(
-        height=320, margin=MARGIN, legend=dict(orientation="h", y=-0.35), title="Diagnostics vs t"
-    )
     return fig

@@ -10,7 +10,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..core.posterior import sq_dists
+from ..core.posterior import (
+    StreamingSoftmax,
+    mask_operator,
+    pixel_chunk_sums,
+    pixel_logits,
+    sq_dists,
+)
 from ..core.schedule import NoiseSchedule, pool_size, subset_size
 from ..core.summaries import entropy, ess, k_mass, mse01, perplexity
 from ..data.datasets import Dataset
@@ -210,7 +216,7 @@ def posterior_profile(
 ) -> dict[str, np.ndarray]:
     """The global posterior at x_t = sqrt(abar_t) x_index + sigma_t eps (one fixed eps) for each t
     in ts:
-    entropy, perplexity, ESS, k_0.9, the weight the true image gets, and the sorted weights
+    entropy, perplexity, ESS, k_0.99, the weight the true image gets, and the sorted weights
     (len(ts), N).
     """
     schedule = schedule or NoiseSchedule()
@@ -220,7 +226,7 @@ def posterior_profile(
     eps = torch.randn(1, corpus.D, generator=torch.Generator().manual_seed(int(seed))).to(
         corpus.device
     )
-    rows = {k: [] for k in ("t", "snr", "entropy", "perplexity", "ess", "k90", "w_true")}
+    rows = {k: [] for k in ("t", "snr", "entropy", "perplexity", "ess", "k99", "w_true")}
     sorted_w = []
     for t in ts:
         x_t = schedule.noise(corpus.X[index : index + 1], t, eps)
@@ -230,10 +236,47 @@ def posterior_profile(
         rows["entropy"].append(float(entropy(w)[0]))
         rows["perplexity"].append(float(perplexity(w)[0]))
         rows["ess"].append(float(ess(w)[0]))
-        rows["k90"].append(int(k_mass(w, 0.9)[0]))
+        rows["k99"].append(int(k_mass(w, 0.99)[0]))
         rows["w_true"].append(float(w[0, index]))
         sorted_w.append(w[0].sort(descending=True).values.cpu().numpy())
     out = {k: np.array(v) for k, v in rows.items()}
     out["sorted_w"] = np.stack(sorted_w)
     out["N"] = corpus.N
     return out
+
+
+# ----------------------------------------------------------------------------- Explorer: spread
+
+
+@torch.inference_mode()
+def pixel_spread(data: Dataset, traj: Trajectory, step: int, sample: int, device=None):
+    """Per-pixel posterior standard deviation of one sample at one step, (C, H, W):
+    std[m] = sqrt(sum_i w_i(m) (x_i[m] - x0_hat[m])^2), the spread of the candidates a pixel's
+    posterior still weighs. It is 0 where they agree, however many there are (ties), and large
+    only where they disagree. Local methods use each pixel's own posterior over S_t (pca: all N),
+    optimal the one global posterior; None for wiener (no posterior over images)."""
+    rec = traj.records[step]
+    if rec.method == "wiener":
+        return None
+    corpus = get_corpus(data, device)
+    p = DenoiserParams.from_mapping(traj.meta.get("params", {})).resolve(corpus.N, corpus.shape)
+    x = torch.as_tensor(rec.x_t[sample].reshape(-1), dtype=torch.float32, device=corpus.device)
+    if rec.method == "optimal":
+        w = global_posterior(x[None], corpus, rec.abar, p.temperature)[0]  # (N,)
+        mean, m2 = w @ corpus.X, w @ corpus.X.square()  # (D,)
+    else:
+        rows = corpus.X if rec.subset_idx is None else corpus.X[rec.subset_idx[sample]]  # (k, D)
+        M = corpus.stats.mask(rec.t, rec.abar, p.mask_threshold, p.mask_rule)
+        op = mask_operator(M, rec.abar, p.temperature)
+        first, second = StreamingSoftmax(), StreamingSoftmax()
+        chunk = max(1, (1 << 22) // corpus.D)  # ~4M logits at a time
+        for i in range(0, rows.shape[0], chunk):
+            XcT = rows[i : i + chunk].T.contiguous()  # (D, c)
+            L = pixel_logits(x, XcT, rec.abar**0.5, op)  # (D, c)
+            mx, s0, s1, sx, _ = pixel_chunk_sums(L, XcT)
+            sx2 = pixel_chunk_sums(L, XcT.square())[3]
+            first.merge(mx[None], s0[None], s1[None], sx[None])
+            second.merge(mx[None], s0[None], s1[None], sx2[None])
+        mean, m2 = first.mean()[0], second.mean()[0]
+    std = torch.sqrt(torch.clamp(m2 - mean.square(), min=0.0))  # (D,)
+    return std.cpu().numpy().reshape(corpus.shape)

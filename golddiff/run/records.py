@@ -70,6 +70,7 @@ class StepRecord:
     pixel_perplexity_mean: np.ndarray | None = None  # (B,) mean of exp(H(m))
     ranked_idx: np.ndarray | None = None  # (B, n) subset images ranked by mean per-pixel weight
     ranked_w: np.ndarray | None = None  # (B, n) their mean per-pixel weights
+    ranked_global_w: np.ndarray | None = None  # (B, n) their exact global posterior weights
     ref_x0: np.ndarray | None = None  # (B, C, H, W) exact check: full-scan PCA x0_hat at x_t
     onestep_mse: np.ndarray | None = None  # (B,) method vs full-scan PCA at the same x_t
     onestep_r2: np.ndarray | None = None  # (B,)
@@ -205,7 +206,9 @@ def make_record(
         rec.subset_idx = _np(out.subset).astype(np.int32)
         if out.subset_weight is not None:
             r = out.subset_weight.topk(min(top_n, out.subset.shape[1]), dim=1)
-            rec.ranked_idx, rec.ranked_w = _np(out.subset.gather(1, r.indices)), _np(r.values)
+            ranked = out.subset.gather(1, r.indices)  # (B, n) dataset indices
+            rec.ranked_idx, rec.ranked_w = _np(ranked), _np(r.values)
+            rec.ranked_global_w = _np(w.gather(1, ranked))
     if out.pixel_entropy is not None:
         H = out.pixel_entropy
         rec.pixel_entropy = _np(H).reshape(shape)
