@@ -7,7 +7,7 @@ import streamlit as st
 
 from golddiff import NoiseSchedule
 from golddiff.explore import lesson_figures as figs
-from golddiff.explore import gaussian, lessons
+from golddiff.explore import gaussian
 from golddiff.explore.style import duration
 from pages.common import (
     announce_stopped,

@@ -119,10 +119,17 @@ class CorpusPosterior:
         return self.corpus.total
 
     def summaries(
-        self, x_t: torch.Tensor, abar: float, tau: float, top_n: int, subset: torch.Tensor | None
+        self,
+        x_t: torch.Tensor,
+        abar: float,
+        tau: float,
+        top_n: int,
+        subset: torch.Tensor | None,
+        ranked: torch.Tensor | None = None,
     ) -> dict:
         """Entropy, perplexity, ESS, k_0.9, k_0.99 (each (B,)), the top-n indices and weights
-        (B, n) and, with a subset (B, k), its captured mass and the recall of the global top-k."""
+        (B, n) and, with a subset (B, k), its captured mass and the recall of the global top-k;
+        with `ranked` (B, n) dataset indices, their global weights as ranked_global_w."""
         corpus, B = self.corpus, x_t.shape[0]
         check_diagnostics_memory(B, corpus, x_t.device)
         logits = global_logits(x_t, corpus.X, corpus.sqnorm, abar, tau)  # (B, N)
@@ -139,6 +146,8 @@ class CorpusPosterior:
         )
         if subset is not None:
             out.update(captured_mass=captured_mass(w, subset), recall=topk_recall(logits, subset))
+        if ranked is not None:
+            out["ranked_global_w"] = w.gather(1, ranked)  # (B, n)
         return out
 
     def reference(
@@ -180,7 +189,12 @@ def make_record(
     """
     shape = (x_t.shape[0],) + corpus.shape
     posterior = posterior or CorpusPosterior(corpus)
-    post = {k: _np(v) for k, v in posterior.summaries(x_t, abar, tau, top_n, out.subset).items()}
+    ranked = ranked_w = None  # the subset's images ranked by mean per-pixel weight, (B, n)
+    if out.subset is not None and out.subset_weight is not None:
+        r = out.subset_weight.topk(min(top_n, out.subset.shape[1]), dim=1)
+        ranked, ranked_w = out.subset.gather(1, r.indices), r.values
+    summ = posterior.summaries(x_t, abar, tau, top_n, out.subset, ranked)
+    post = {k: _np(v) for k, v in summ.items()}
     rec = StepRecord(
         step=step,
         t=t,
@@ -204,11 +218,8 @@ def make_record(
         rec.pool_nearest = _np(out.pool_nearest)
     if out.subset is not None:
         rec.subset_idx = _np(out.subset).astype(np.int32)
-        if out.subset_weight is not None:
-            r = out.subset_weight.topk(min(top_n, out.subset.shape[1]), dim=1)
-            ranked = out.subset.gather(1, r.indices)  # (B, n) dataset indices
-            rec.ranked_idx, rec.ranked_w = _np(ranked), _np(r.values)
-            rec.ranked_global_w = _np(w.gather(1, ranked))
+        if ranked is not None:
+            rec.ranked_idx, rec.ranked_w = _np(ranked), _np(ranked_w)
     if out.pixel_entropy is not None:
         H = out.pixel_entropy
         rec.pixel_entropy = _np(H).reshape(shape)

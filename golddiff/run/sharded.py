@@ -147,7 +147,7 @@ class ShardedPosterior(CorpusPosterior):
         s0, s1 = sums[:, 0], sums[:, 1]
         return logits, e / s0[:, None], torch.log(s0) - s1 / s0
 
-    def summaries(self, x_t, abar, tau, top_n, subset):
+    def summaries(self, x_t, abar, tau, top_n, subset, ranked=None):
         comm, c = self.comm, self.corpus
         comm.phase = "diagnostics"
         logits, w, H = self.weights(x_t, abar, tau)
@@ -172,6 +172,12 @@ class ShardedPosterior(CorpusPosterior):
             top = global_topk(comm, logits, c.offset, c.total, subset.shape[1])[1]  # (B, k)
             hits = torch.stack([torch.isin(top[b], subset[b]) for b in range(top.shape[0])])
             out.update(captured_mass=cm, recall=hits.float().mean(1))
+        if ranked is not None:  # each rank fills the weights of its own rows, the sum merges them
+            held = torch.zeros(ranked.shape, dtype=torch.float32, device=w32.device)
+            for b, (pos, rows) in enumerate(rows_of(ranked, c)):
+                held[b, pos] = w32[b, rows]
+            comm.all_reduce(held)
+            out["ranked_global_w"] = held
         return out
 
     def k_mass(self, w: torch.Tensor, ps: tuple[float, ...]) -> torch.Tensor:
