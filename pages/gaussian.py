@@ -1,6 +1,6 @@
 """Gaussian-regime page: the Wiener denoiser, the closed-form Gaussian PF-ODE, where the linear
 score is enough,
-and teleporting past the first DDIM steps. UI only: the math is in golddiff.explore.lessons."""
+and teleporting past the first DDIM steps. UI only: the math is in golddiff.explore.gaussian."""
 
 import numpy as np
 import streamlit as st

@@ -239,8 +239,9 @@ def bench_sharded(
     on rank 0, None on the others.
 
     ms/step: median over the steps of the denoiser call, slowest rank; an identical warm-up run
-    fills the statistics, masks and proxy caches. Bytes: this rank's payload per step (see `Comm`), for
-    the denoiser and for the diagnostics over all N; the final gather of --shard samples apart."""
+    fills the statistics, masks and proxy caches. Bytes: this rank's payload per step (see
+    `Comm`), for the denoiser and for the diagnostics over all N; the final gather of --shard
+    samples apart."""
     out = {}
     for m in methods:
         sample_sharded(mode, comm, data, m, params, device, steps, n, seed)  # warm-up
