@@ -80,11 +80,15 @@ def test_the_random_pool_scenario_sets_the_sidebar_and_shows_the_miss():
     cfg = at.session_state["cfg"]
     assert (cfg.dataset, cfg.method, cfg.params["pool"]) == ("mnist-5k", "golddiff", "random")
     assert any("random pool misses" in i.value.lower() for i in at.info)
-    assert metric(at, "t (timestep)") == "444"
+    assert metric(at, "t (timestep)") == "222"
     assert any("missed the posterior" in w.value for w in at.warning)
+    # the caption's claims, read off the run itself: one image, and the subset missed it
+    rec = next(r for r in at.session_state["explorer"]["traj"].records if r.t == 222)
+    assert rec.perplexity[0] < 1.5 and rec.captured_mass[0] < 0.05
     at.button(key="ex_scenario_2").click().run()  # pool auto fixes it
     assert at.session_state["cfg"].params["pool"] == "auto"
-    assert metric(at, "captured mass W_S") == "1.000"
+    rec = next(r for r in at.session_state["explorer"]["traj"].records if r.t == 222)
+    assert rec.captured_mass[0] > 0.999 and metric(at, "captured mass W_S") == "1.000"
     assert not any("missed the posterior" in w.value for w in at.warning)
 
 

@@ -218,8 +218,8 @@ def test_a_scenario_sets_the_sidebar_and_says_what_to_notice(server):
         page.get_by_text("Done: 10 steps in").wait_for(timeout=120_000)
         page.get_by_text("Scenarios: one click").click()
         page.get_by_role("button", name="The random pool misses").click()
-        page.get_by_text("already sits on about 2 images").wait_for(timeout=120_000)
-        page.wait_for_function(SHOWN_JS, arg=[444], timeout=120_000, polling=200)
+        page.get_by_text("sits on a single image").wait_for(timeout=120_000)
+        page.wait_for_function(SHOWN_JS, arg=[222], timeout=120_000, polling=200)
         page.get_by_text("The golden subset missed the posterior").wait_for(timeout=30_000)
         assert "mnist-5k" in page.get_by_text("Samples with the sidebar settings").inner_text()
         # one screen: scrolled down to the galleries, the timestep slider is still in view

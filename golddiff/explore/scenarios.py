@@ -33,20 +33,20 @@ SCENARIOS = (
         _BASE,
         {"pool": "random"},
         sample=0,
-        t=444,
-        text="At t = 444 the exact posterior of sample 1 already sits on about 2 images, but the "
-        "random pool of m_t images did not draw them: W_S is about 0 and the exact top images "
-        "are marked MISSED. GoldDiff averages the wrong images at this step.",
+        t=222,
+        text="At t = 222 the exact posterior of sample 1 sits on a single image (perplexity 1), "
+        "but the random pool of m_t images did not draw it: W_S is about 0 and the exact top "
+        "image is marked MISSED. GoldDiff averages the wrong images here and at t = 111.",
     ),
     Scenario(
         "Pool auto fixes it",
         _BASE,
         {"pool": "auto"},
         sample=0,
-        t=444,
-        text="Same noise, pool = auto: once the posterior's perplexity falls below k_t the pool "
-        "screens all N images, so S_t holds the images the posterior chose and W_S is 1 "
-        "from t = 444 on.",
+        t=222,
+        text="Same noise, pool = auto: once the posterior's perplexity falls below k_t (from "
+        "t = 555 on) the pool screens all N images, so S_t holds the images the posterior "
+        "chose: W_S is 1 here, where the random pool had about 0.",
     ),
     Scenario(
         "Optimal memorizes",
