@@ -38,6 +38,8 @@ LABELS = {
     "onestep_r2": "one-step r^2 vs full-scan PCA",
     "onestep_mse": "one-step MSE vs full-scan PCA",
     "search_recall": "recall of the approximate proxy search",
+    "k_b": "k_t per sample (adaptive)",
+    "error_est": "estimated one-step 1 - r^2 (adaptive)",
 }
 
 
@@ -84,6 +86,8 @@ class StepRecord:
         None  # (B,) share of the exact proxy top-k_max that an approximate
     )
     # backend (faiss-ivf) found; None where the search was exact
+    k_b: np.ndarray | None = None  # (B,) adaptive subset: images aggregated per sample (its k_t)
+    error_est: np.ndarray | None = None  # (B,) adaptive subset: estimated one-step 1 - r^2
 
     def to_dict(self) -> dict:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -156,10 +160,13 @@ def make_record(
     )
     if out.pool_nearest is not None:
         rec.pool_nearest = _np(out.pool_nearest)
+    if out.k_b is not None:
+        rec.k_b, rec.error_est = _np(out.k_b), _np(out.error_est)
     if out.subset is not None:
         rec.subset_idx = _np(out.subset).astype(np.int32)
         rec.captured_mass = _np(captured_mass(w, out.subset))
-        rec.recall = _np(topk_recall(logits, out.subset))
+        if out.k_b is None:  # the adaptive subset is padded to its widest sample: no top-k_t
+            rec.recall = _np(topk_recall(logits, out.subset))
         if out.subset_weight is not None:
             r = out.subset_weight.topk(min(top_n, out.subset.shape[1]), dim=1)
             rec.ranked_idx, rec.ranked_w = _np(out.subset.gather(1, r.indices)), _np(r.values)
