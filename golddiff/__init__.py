@@ -7,7 +7,7 @@ Pure torch / numpy; never imports streamlit. The public names below are what the
 from .core import NoiseSchedule
 from .data import Dataset, device_label, load_dataset, pick_device
 from .denoise import METHODS, DenoiserParams, get_corpus, make_denoiser
-from .run import LABELS, REFERENCE, StepRecord, Trajectory, compare, sample
+from .run import LABELS, REFERENCE, StepRecord, Trajectory, compare, frontier, sample
 
 __all__ = [
     "Dataset",
@@ -20,6 +20,7 @@ __all__ = [
     "Trajectory",
     "compare",
     "device_label",
+    "frontier",
     "get_corpus",
     "load_dataset",
     "make_denoiser",

@@ -161,6 +161,14 @@ def add_bench_args(p: argparse.ArgumentParser) -> None:
         "e.g. 5000,10000,20000,60000",
     )
     p.add_argument("--json", default=None, help="also write the results as JSON")
+    p.add_argument(
+        "--frontier",
+        action="store_true",
+        help="sweep GoldDiff's adaptive tolerances and published k_max against the full scan "
+        "(speedup vs final r^2) instead of comparing --methods",
+    )
+    p.add_argument("--frontier-tolerances", default="0.03,0.01,0.003", help="with --frontier")
+    p.add_argument("--frontier-k-max", default="6000,3000,1500,750", help="with --frontier")
 
 
 def parse_sizes(spec: str | None) -> list[int]:
@@ -183,6 +191,8 @@ def cmd_bench(args) -> int:
     from .data.cache import atomic_write
     from .run.bench import REFERENCE, check_methods, compare, format_report, scaling, to_json
 
+    if getattr(args, "frontier", False):
+        return cmd_frontier(args)
     methods = check_methods([m.strip() for m in args.methods.split(",") if m.strip()])
     sizes = parse_sizes(getattr(args, "sizes", None))
     ds = load_dataset(args.dataset, progress=download_progress)
@@ -248,6 +258,56 @@ def cmd_bench(args) -> int:
         f"reference: full-scan {REFERENCE}"
     )
     print(format_report(js))
+    if args.json:
+        path = Path(args.json)
+        atomic_write(path, lambda tmp: tmp.write_text(json.dumps(js, indent=1)))
+        print(f"saved {path}", file=sys.stderr)
+    return 0
+
+
+def cmd_frontier(args) -> int:
+    """bench --frontier: golddiff.run.frontier, printed and optionally saved as JSON."""
+    import json
+    import torch
+    from . import device_label, load_dataset, pick_device
+    from .data.cache import atomic_write
+    from .run.frontier import format_frontier, frontier
+
+    def floats(spec: str, flag: str, kind=float) -> list:
+        try:
+            return [kind(s) for s in spec.split(",") if s.strip()]
+        except ValueError:
+            raise ValueError(f"{flag} '{spec}' must be comma-separated numbers.") from None
+
+    tols = floats(args.frontier_tolerances, "--frontier-tolerances")
+    ks = floats(args.frontier_k_max, "--frontier-k-max", int)
+    ds = load_dataset(args.dataset, progress=download_progress)
+    device = pick_device(args.device)
+    start = time.perf_counter()
+
+    def progress(label: str, rec) -> None:
+        sys.stderr.write(
+            f"\r{label:<24} step {rec.step + 1:>3}/{args.steps}  t={rec.t:4d}  "
+            f"{1000 * rec.time_step:9.1f} ms  elapsed {time.perf_counter() - start:7.1f} s   "
+        )
+        sys.stderr.flush()
+
+    with torch.inference_mode():
+        js = frontier(
+            ds, tols, ks, args.steps, args.n, args.seed, method_params(args), device, progress
+        )
+    sys.stderr.write("\n")
+    js["meta"] = {
+        "dataset": ds.name,
+        "N": ds.N,
+        "steps": args.steps,
+        "n": args.n,
+        "seed": args.seed,
+        "device": device_label(device),
+        "torch": torch.__version__,
+    }
+    print(f"{ds.name}: N={ds.N}, {args.n} samples x {args.steps} steps, {js['meta']['device']}")
+    print(format_frontier(js))
     if args.json:
         path = Path(args.json)
         atomic_write(path, lambda tmp: tmp.write_text(json.dumps(js, indent=1)))

@@ -14,7 +14,7 @@ from streamlit.errors import StreamlitAPIException
 
 import golddiff
 from golddiff import LABELS
-from golddiff.explore import figures, lessons
+from golddiff.explore import figures, lessons, subset_figures
 from pages.common import build_denoiser, get_dataset, get_map_cached, show_error, train_scale_cached
 
 STATE = "explorer"  # session_state key of the last result
@@ -257,6 +257,8 @@ def views() -> None:
         "$k_t$. Once the true support drops far below $k_t$, a small subset is enough."
     )
 
+    if (k_fig := subset_figures.k_per_sample(traj, step)) is not None:  # adaptive subset only
+        st.plotly_chart(k_fig, key="ex_k_adaptive")
     # --- map
     map_view(traj, step, sample, res["dataset"])
     st.caption(

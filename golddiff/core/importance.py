@@ -41,7 +41,7 @@ def draw(q: torch.Tensor, k: int, generator: torch.Generator | None = None) -> t
 
 
 def fold(draws: torch.Tensor, q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """One sample's draws (n,) from q (N,) -> (distinct images (u,), offsets log c_i - log q_i (u,)).
+    """One sample's draws (n,) from q (N,) -> (distinct images (u,), offsets log c_i - log q_i).
 
     Adding the offsets to the logits of the distinct images gives the same self-normalised weights
     as one column per draw."""

@@ -142,9 +142,8 @@ class DenoiserParams:
         "adaptive subset only: target estimated one-step 1 - r^2 of each sample against the "
         "exact posterior (smaller: more images, slower)",
         GOLD,
-        low=0.0,
+        low=1e-4,
         high=1.0,
-        low_open=True,
     )
     backend: str | None = _p(
         "backend",

@@ -5,6 +5,14 @@ what they
 return; nothing here imports streamlit.
 """
 
-from . import embed, figures, gaussian, lesson_figures, lessons, style
+from . import embed, figures, gaussian, lesson_figures, lessons, style, subset_figures
 
-__all__ = ["embed", "figures", "gaussian", "lesson_figures", "lessons", "style"]
+__all__ = [
+    "embed",
+    "figures",
+    "gaussian",
+    "lesson_figures",
+    "lessons",
+    "style",
+    "subset_figures",
+]
