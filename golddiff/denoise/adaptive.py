@@ -6,7 +6,7 @@ and aggregates the exact per-pixel PCA-locality softmax over the distinct draws,
 logits offset by log c_i - log q_i (self-normalised importance weights). The draws are split into
 two iid halves; their disagreement estimates the Monte-Carlo error (as 1 - r^2 against the exact
 posterior mean), and a sample draws more until that estimate is below `tolerance` or its draws reach
-k_max. So k_t (the distinct images aggregated) is chosen per sample and per step.
+DRAWS_PER_K * k_max. So k_t (the distinct images aggregated) is chosen per sample and per step.
 
 Proposal temperature: a pixel's logit sums over the |M[:, m]| pixels of its mask column instead of
 all D, so its posterior is about D / |M[:, m]| times flatter than the global one; the proxy logits
@@ -32,6 +32,7 @@ from ..core.posterior import (
 UNIFORM_MIX = 0.3  # share of the uniform pool in the proposal (bounds the weights by N / 0.3)
 START_DRAWS = 256  # draws per sample in the first round (two halves of 128)
 MAX_ROUNDS = 4  # rounds of growth after the first
+DRAWS_PER_K = 4  # a sample draws at most DRAWS_PER_K * k_max (duplicates fold: distinct <= N)
 
 
 @dataclass

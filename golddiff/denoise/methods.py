@@ -26,7 +26,7 @@ from ..core.schedule import NoiseSchedule, pool_size, subset_size
 from ..core.summaries import perplexity
 from ..data.datasets import Dataset
 from ..data.memory import check_memory
-from .adaptive import adaptive_aggregate, proposal_temper, proxy_proposal
+from .adaptive import DRAWS_PER_K, adaptive_aggregate, proposal_temper, proxy_proposal
 from .corpus import (
     Corpus,
     get_corpus,
@@ -302,7 +302,8 @@ class GoldDiffDenoiser(PCALocalityDenoiser):
         _sync(self.device)
         t1 = time.perf_counter()
         res = adaptive_aggregate(
-            x_t, corpus.X, M, abar, self.temperature, q, p.tolerance, self.k_max, generator
+            x_t, corpus.X, M, abar, self.temperature, q, p.tolerance, DRAWS_PER_K * self.k_max,
+            generator,
         )
         _sync(self.device)
         t2 = time.perf_counter()
