@@ -12,7 +12,7 @@ from golddiff import DenoiserParams, NoiseSchedule, make_denoiser, sample
 from golddiff.core.importance import draw, draws_needed, fold, half_error, proposal
 from golddiff.core.summaries import r2
 from golddiff.data import Dataset
-from golddiff.denoise.adaptive import adaptive_aggregate, proxy_proposal
+from golddiff.denoise.adaptive import proxy_proposal
 from golddiff.run.frontier import format_frontier, frontier, pareto
 
 _COUNTER = itertools.count()
@@ -95,6 +95,21 @@ def test_half_error_and_growth_rule():
     assert draws_needed(101, 0.02, 0.01, 10_000) % 2 == 0
 
 
+def test_row_major_posterior_equals_the_pixel_major_kernel():
+    from golddiff.core.posterior import mask_operator, pixel_logits, pixel_posterior, row_posterior
+
+    g = torch.Generator().manual_seed(0)
+    N, D = 300, 16
+    X, x = torch.randn(N, D, generator=g), torch.randn(D, generator=g)
+    M = (torch.rand(D, D, generator=g) < 0.5).float() + torch.eye(D)
+    op = mask_operator(M.clamp_max(1), 0.3, sparse=False)
+    rows = torch.randperm(N, generator=g)[:70]
+    XT = X[rows].T.contiguous()
+    want = pixel_posterior(pixel_logits(x, XT, 0.3**0.5, op), XT)
+    for got, ref in zip(row_posterior(x, X, rows, 0.3**0.5, op, {}), want):
+        assert torch.allclose(got, ref, atol=1e-5, rtol=1e-4)
+
+
 # ----------------------------------------------------------------------------- against the full scan
 
 
@@ -151,20 +166,19 @@ def test_adaptive_sampling_is_deterministic_per_seed_and_follows_the_posterior()
     assert np.all(rec.captured_mass <= 1 + 1e-6)  # padded subsets count each image once
 
 
-def test_adaptive_aggregate_with_the_uniform_proposal_over_all_images_is_exact():
-    """q uniform and every image drawn: the offsets are equal up to the counts, and with each image
-    drawn once in each half the estimate is the exact PCA-locality posterior mean."""
-    ds = structured_ds(N=50)
-    sched = NoiseSchedule()
-    t = 200
-    abar = sched.abar(t)
-    ref = make_denoiser("pca", ds, sched, device="cpu")
-    X = ds.flat()
-    x_t = noisy(X[:2], abar, 0)
-    M = ref.mask(t, abar)
-    q = torch.full((2, 50), 1 / 50)
-    res = adaptive_aggregate(x_t, X, M, abar, 1.0, q, tol=1e-9, n_max=200_000)
-    assert torch.allclose(res.x0_hat, ref.denoise(x_t, t).x0_hat, atol=2e-3)
+def test_folded_duplicates_equal_one_column_per_draw():
+    """fold's offsets log c_i - log q_i on the distinct images give the same self-normalised
+    per-pixel estimate as one column per draw with offset -log q (duplicates repeated)."""
+    g = torch.Generator().manual_seed(3)
+    N, D = 20, 6
+    L, X = torch.randn(D, N, dtype=torch.float64, generator=g), torch.randn(N, D, generator=g)
+    q = torch.softmax(torch.randn(N, generator=g), 0).double()
+    d = draw(q[None].float(), 60, g)[0]  # (60,) with duplicates
+    idx, off = fold(d, q)
+    assert idx.numel() < d.numel()
+    folded = (torch.softmax(L[:, idx] + off[None], 1) * X[idx].T).sum(1)
+    per_draw = (torch.softmax(L[:, d] - torch.log(q[d])[None], 1) * X[d].T).sum(1)
+    assert torch.allclose(folded, per_draw, atol=1e-6)
 
 
 def test_proxy_proposal_concentrates_on_the_nearest_image_at_low_noise():

@@ -27,6 +27,7 @@ from ..core.posterior import (
     mask_operator,
     pixel_chunk_sums,
     pixel_logits,
+    row_sums,
 )
 
 UNIFORM_MIX = 0.3  # share of the uniform pool in the proposal (bounds the weights by N / 0.3)
@@ -84,9 +85,12 @@ def _add_draws(s: _Sample, d: torch.Tensor, q_b, x_b, X, sqrt_abar, op, work) ->
     h = d.shape[0] // 2
     for acc, part in zip(s.halves, (d[:h], d[h:])):
         idx, off = fold(part, q_b)  # (u,), (u,)
-        XT = X[idx].T.contiguous()  # (D, u)
-        L = pixel_logits(x_b, XT, sqrt_abar, op, work).add_(off[None, :])  # (D, u)
-        mx, s0, s1, sx, _ = pixel_chunk_sums(L, XT, None, work)
+        if op.sparse:  # pixel-major: the sparse mask product wants (D, u) columns
+            XT = X[idx].T.contiguous()  # (D, u)
+            L = pixel_logits(x_b, XT, sqrt_abar, op, work).add_(off[None, :])  # (D, u)
+            mx, s0, s1, sx, _ = pixel_chunk_sums(L, XT, None, work)
+        else:  # dense mask: gathered once, image-major
+            mx, s0, s1, sx, _ = row_sums(x_b, X, idx, sqrt_abar, op, work, off)
         acc.merge(mx[None], s0[None], s1[None], sx[None])
         s.cols += int(idx.shape[0])
         s.seen.append(idx)
