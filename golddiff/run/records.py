@@ -88,6 +88,8 @@ class StepRecord:
     # backend (faiss-ivf) found; None where the search was exact
     k_b: np.ndarray | None = None  # (B,) adaptive subset: images aggregated per sample (its k_t)
     error_est: np.ndarray | None = None  # (B,) adaptive subset: estimated one-step 1 - r^2
+    cpu_step: float | None = None  # seconds of process CPU time of the denoiser call (all threads;
+    # unlike time_step, not inflated when other processes share the cores)
 
     def to_dict(self) -> dict:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -112,6 +114,7 @@ def make_record(
     top_n: int = 32,
     reference_mask: torch.Tensor | None = None,
     time_step: float = 0.0,
+    cpu_step: float | None = None,
 ) -> StepRecord:
     """Compute every diagnostic of one step. x_t, out.x0_hat: (B, D).
 
@@ -146,6 +149,7 @@ def make_record(
         time_select=out.timings.get("select", 0.0),
         time_aggregate=out.timings.get("aggregate", 0.0),
         time_step=time_step,
+        cpu_step=cpu_step,
         entropy=_np(entropy(w)),
         perplexity=_np(perplexity(w)),
         ess=_np(ess(w)),

@@ -155,16 +155,16 @@ def sample(
     records: list[StepRecord] = []
 
     def step(x_t: torch.Tensor, t: int) -> torch.Tensor:
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         out = denoiser.denoise(x_t, t, generator=g)
-        elapsed = time.perf_counter() - start
+        elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
         abar = schedule.abar(t)
         # the exact check uses the method's own mask (hybrid: its GoldDiff part's threshold and
         # rule)
         M = corpus.stats.mask(t, abar, p.mask_threshold, p.mask_rule) if exact_check else None
         with torch.inference_mode():
             rec = make_record(
-                len(records), t, x_t, out, corpus, abar, p.temperature, top_n, M, elapsed
+                len(records), t, x_t, out, corpus, abar, p.temperature, top_n, M, elapsed, cpu
             )
         records.append(rec)
         if callback is not None:
