@@ -12,9 +12,17 @@ from .style import MARGIN, snr_axis
 _MODES = {"adaptive": "#d62728", "schedule": "#1f77b4"}
 
 
-def frontier_figure(js: dict) -> go.Figure:
+_SPEED = {
+    "speedup": "median wall time per step",
+    "cpu_speedup": "median CPU time per step",
+    "cpu_total_speedup": "CPU time of the whole run",
+}
+
+
+def frontier_figure(js: dict, key: str = "speedup") -> go.Figure:
     """Speedup (log x) against final r^2 of each frontier point, one colour per subset mode, with
-    the Pareto front as a line. js: the dict of `run.frontier.frontier`."""
+    the Pareto front as a line. js: the dict of `run.frontier.frontier`; key: which speedup
+    (_SPEED)."""
     fig = go.Figure()
     for mode, color in _MODES.items():
         pts = [p for p in js["points"] if p.get("subset") == mode]
@@ -22,7 +30,7 @@ def frontier_figure(js: dict) -> go.Figure:
             continue
         fig.add_trace(
             go.Scatter(
-                x=[p["speedup"] for p in pts],
+                x=[p[key] for p in pts],
                 y=[p["final_r2"] for p in pts],
                 mode="markers+text",
                 name=mode,
@@ -39,17 +47,18 @@ def frontier_figure(js: dict) -> go.Figure:
                 hovertemplate="%{text}<br>speedup %{x:.1f}x<br>final r² %{y:.4f}<extra></extra>",
             )
         )
-    front = pareto(js["points"])
+    front = pareto(js["points"], key)
     fig.add_trace(
         go.Scatter(
-            x=[p["speedup"] for p in front],
+            x=[p[key] for p in front],
             y=[p["final_r2"] for p in front],
             mode="lines",
             name="Pareto front",
             line=dict(color="gray", dash="dot"),
         )
     )
-    fig.update_xaxes(type="log", title_text=f"speedup vs full-scan {js['reference']} (same run)")
+    ref = js["reference"]
+    fig.update_xaxes(type="log", title_text=f"speedup vs full-scan {ref}, same run: {_SPEED[key]}")
     fig.update_yaxes(title_text="final r² vs full scan (bar: down to the worst sample)")
     fig.update_layout(
         height=420,

@@ -97,20 +97,15 @@ def frontier(
     }
 
 
-def pareto(points: list[dict]) -> list[dict]:
-    """The points no other point beats on both speedup and final r^2, by speedup ascending."""
-    keep = [
-        p
-        for p in points
-        if not any(
-            q is not p
-            and q["speedup"] >= p["speedup"]
-            and q["final_r2"] >= p["final_r2"]
-            and (q["speedup"] > p["speedup"] or q["final_r2"] > p["final_r2"])
-            for q in points
-        )
-    ]
-    return sorted(keep, key=lambda p: p["speedup"])
+def pareto(points: list[dict], key: str = "speedup") -> list[dict]:
+    """The points no other point beats on both points[key] (a speedup) and final r^2, by speedup."""
+
+    def beats(q: dict, p: dict) -> bool:
+        ge = q[key] >= p[key] and q["final_r2"] >= p["final_r2"]
+        return q is not p and ge and (q[key] > p[key] or q["final_r2"] > p["final_r2"])
+
+    keep = [p for p in points if not any(beats(q, p) for q in points)]
+    return sorted(keep, key=lambda p: p[key])
 
 
 def format_frontier(js: dict) -> str:
