@@ -36,8 +36,10 @@ def proposal(g: torch.Tensor, temper: float, mix: float) -> torch.Tensor:
 
 
 def draw(q: torch.Tensor, k: int, generator: torch.Generator | None = None) -> torch.Tensor:
-    """(B, k) iid draws with replacement from each row of q (B, N)."""
-    return torch.multinomial(q, k, replacement=True, generator=generator)
+    """(B, k) iid draws with replacement from each row of q (B, N), on q's device. They are drawn
+    on the generator's device (the sampler's seeded generator lives on the CPU)."""
+    dev = q.device if generator is None else generator.device
+    return torch.multinomial(q.to(dev), k, replacement=True, generator=generator).to(q.device)
 
 
 def fold(draws: torch.Tensor, q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -288,7 +288,6 @@ class GoldDiffDenoiser(PCALocalityDenoiser):
             timings={"screen": t1 - t0, "select": t2 - t1, "aggregate": t3 - t2},
         )
 
-
     def _adaptive(self, x_t, t, abar, generator):
         """subset="adaptive" (denoise/adaptive.py): importance draws from a proxy proposal, per
         sample until the estimated error is below the tolerance; the proposal is the screen."""
