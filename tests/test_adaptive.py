@@ -231,3 +231,27 @@ def test_frontier_runs_both_modes_against_one_reference():
     traj = sample(den, steps=3, n=2, seed=0)
     assert len(k_per_sample(traj, 1).data) == 2
     assert k_per_sample(sample(make_denoiser("golddiff", ds, device="cpu"), steps=2, n=1)) is None
+
+
+# ----------------------------------------------------------------------------- pages
+
+
+def test_explorer_plots_k_t_per_sample_with_the_adaptive_subset():
+    from test_app_explorer import explorer, ok, run
+
+    at = explorer(steps=3)
+    at.radio(key="subset").set_value("adaptive").run()
+    charts = len(at.get("plotly_chart"))
+    run(at)
+    ok(at)
+    titles = [c.proto.spec for c in at.get("plotly_chart")]
+    assert any("k_t per sample" in s for s in titles), charts
+
+
+def test_compare_page_draws_the_frontier():
+    from test_pages_teaching import open_page
+
+    at = open_page("pages/compare.py", steps=2)
+    at.button(key="cmp_frontier_run").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("Pareto front" in c.proto.spec for c in at.get("plotly_chart"))
