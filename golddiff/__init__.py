@@ -28,6 +28,7 @@ _WHERE = {
     "check_cost": ".run",
     "compare": ".run",
     "estimate_seconds": ".run",
+    "frontier": ".run",
     "max_seconds": ".run",
     "sample": ".run",
 }

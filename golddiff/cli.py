@@ -12,46 +12,14 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
-
-def _progress(total: int):
-    """A callback printing a one-line progress bar per step to stderr."""
-    start = time.perf_counter()
-
-    def cb(rec):
-        done = rec.step + 1
-        bar = "#" * int(30 * done / total)
-        sys.stderr.write(
-            f"\r[{bar:<30}] step {done}/{total}  t={rec.t:4d}  {1000 * rec.time_step:8.1f} ms"
-            f"  elapsed {time.perf_counter() - start:6.1f} s"
-        )
-        if done == total:
-            sys.stderr.write("\n")
-        sys.stderr.flush()
-
-    return cb
-
-
-def format_table(traj) -> str:
-    """The per-step table: t, SNR, perplexity, ESS, k_t, captured mass, ms (means over samples)."""
-    head = (
-        f"{'t':>5} {'SNR':>10} {'perplexity':>11} {'ESS':>10} {'k_0.99':>8} {'m_t':>7} {'k_t':>7} "
-        f"{'W_S':>7} {'1-step r2':>9} {'ms':>9}"
-    )
-    lines = [head, "-" * len(head)]
-    for r in traj.records:
-
-        def fmt(v, spec):
-            return format(float(np.mean(v)), spec) if v is not None else "-"
-
-        lines.append(
-            f"{r.t:5d} {r.snr:10.3g} {fmt(r.perplexity, '11.1f')} {fmt(r.ess, '10.1f')} "
-            f"{fmt(r.k99, '8.0f')} {r.m_t if r.m_t is not None else '-':>7} "
-            f"{r.k_t if r.k_t is not None else '-':>7} {fmt(r.captured_mass, '7.3f')} "
-            f"{fmt(r.onestep_r2, '9.4f')} {1000 * r.time_step:9.1f}"
-        )
-    return "\n".join(lines)
+from .cli_common import (
+    step_progress,
+    add_method_args,
+    download_progress,
+    format_table,
+    method_params,
+)
+from .cli_scale import add_shard_args, cmd_bench_sharded, cmd_frontier, cmd_sample_sharded
 
 
 def cmd_info(args) -> int:
@@ -77,48 +45,6 @@ def cmd_info(args) -> int:
     for line in data.describe_datasets():
         print("  " + line)
     return 0
-
-
-def add_method_args(p: argparse.ArgumentParser) -> None:
-    """A flag for every DenoiserParams field (built from its spec; None means the dataset's
-    default), plus the device and the memory limit."""
-    from .denoise.params import DenoiserParams
-
-    for spec in DenoiserParams.specs():
-        default = "dataset-scaled" if spec.default is None else spec.default
-        p.add_argument(
-            spec.flag,
-            dest=spec.name,
-            type=spec.kind,
-            choices=spec.choices,
-            default=None,
-            help=f"{spec.help} [{', '.join(spec.methods)}; default {default}]",
-        )
-    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
-    p.add_argument(
-        "--max-memory",
-        default=None,
-        help="refuse any structure needing more than this, e.g. 2GB "
-        "(default: $GOLDDIFF_MAX_MEMORY, "
-        "else what the device has free)",
-    )
-
-
-def method_params(args):
-    """The DenoiserParams the flags ask for (unset flags stay None: the dataset's default)."""
-    from .denoise.params import DenoiserParams
-
-    return DenoiserParams(**{name: getattr(args, name) for name in DenoiserParams.names()})
-
-
-def download_progress(done: int, total: int | None) -> None:
-    """Progress of a dataset download on stderr (the library reports bytes, the CLI draws them)."""
-    mb = done / 2**20
-    text = f"{mb:7.1f} / {total / 2**20:.1f} MB" if total else f"{mb:7.1f} MB"
-    sys.stderr.write(f"\rdownloading {text}")
-    if total and done >= total:
-        sys.stderr.write("\n")
-    sys.stderr.flush()
 
 
 def check_args(args, methods: list[str], out_flag: str, out: str | None) -> None:
@@ -158,7 +84,7 @@ def cmd_sample(args) -> int:
         steps=args.steps,
         n=args.n,
         seed=args.seed,
-        callback=_progress(args.steps),
+        callback=step_progress(args.steps),
         exact_check=args.exact_check,
     )
     print(format_table(traj))
@@ -183,6 +109,14 @@ def add_bench_args(p: argparse.ArgumentParser) -> None:
         "e.g. 5000,10000,20000,60000",
     )
     p.add_argument("--json", default=None, help="also write the results as JSON")
+    p.add_argument(
+        "--frontier",
+        action="store_true",
+        help="sweep GoldDiff's adaptive tolerances and published k_max against the full scan "
+        "(speedup vs final r^2) instead of comparing --methods",
+    )
+    p.add_argument("--frontier-tolerances", default="0.03,0.01,0.003", help="with --frontier")
+    p.add_argument("--frontier-k-max", default="6000,3000,1500,750", help="with --frontier")
 
 
 def parse_sizes(spec: str | None) -> list[int]:
@@ -205,6 +139,8 @@ def cmd_bench(args) -> int:
     from .data.files import write_output
     from .run.bench import REFERENCE, check_methods, compare, format_report, scaling, to_json
 
+    if getattr(args, "frontier", False):
+        return cmd_frontier(args)
     methods = check_methods([m.strip() for m in args.methods.split(",") if m.strip()])
     if getattr(args, "shard", None):
         return cmd_bench_sharded(args, methods)
@@ -277,80 +213,6 @@ def cmd_bench(args) -> int:
         path = Path(args.json)
         write_output(path, lambda tmp: tmp.write_text(json.dumps(js, indent=1)), "--json")
         print(f"saved {path}", file=sys.stderr)
-    return 0
-
-
-def add_shard_args(p: argparse.ArgumentParser) -> None:
-    """--shard and --timeout: run under torchrun across processes (golddiff.run.distributed)."""
-    from .run.distributed import SHARD_MODES, TIMEOUT_S
-
-    p.add_argument(
-        "--shard",
-        choices=SHARD_MODES,
-        default=None,
-        help="under torchrun: split the samples or the corpus across the ranks",
-    )
-    p.add_argument(
-        "--timeout",
-        type=float,
-        default=TIMEOUT_S,
-        help=f"with --shard: seconds a rank waits for the others before the run stops "
-        f"(default {TIMEOUT_S:g})",
-    )
-
-
-def cmd_sample_sharded(args) -> int:
-    """`sample --shard` under torchrun: each rank samples its part; rank 0 prints and saves."""
-    from . import load_dataset
-    from .run.distributed import PeerFailure, sample_sharded, session
-
-    try:
-        with session(args.device, args.timeout) as (comm, device):
-            lead = comm.rank == 0
-            ds = load_dataset(args.dataset, progress=download_progress if lead else None)
-            if lead:
-                print(
-                    f"{args.method} on {ds.name}: N={ds.N}, image {ds.shape}, --shard {args.shard}"
-                    f" over {comm.world} ranks, device {device}",
-                    file=sys.stderr,
-                )
-            run = dict(steps=args.steps, n=args.n, seed=args.seed, exact_check=args.exact_check)
-            cb = _progress(args.steps) if lead else None
-            traj = sample_sharded(
-                args.shard, comm, ds, args.method, method_params(args), device, **run, callback=cb
-            )
-    except PeerFailure as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    if traj is not None:
-        print(format_table(traj))
-        if args.out:
-            traj.save(args.out)
-            print(f"saved {args.out}", file=sys.stderr)
-    return 0
-
-
-def cmd_bench_sharded(args, methods: list[str]) -> int:
-    """`bench --shard` under torchrun: ms per step and bytes sent per step of each method."""
-    import json
-
-    from . import load_dataset
-    from .data.cache import atomic_write
-    from .run.distributed import PeerFailure, bench_sharded, format_sharded_bench, session
-
-    try:
-        with session(args.device, args.timeout) as (comm, device):
-            ds = load_dataset(args.dataset, progress=download_progress if comm.rank == 0 else None)
-            run = dict(steps=args.steps, n=args.n, seed=args.seed)
-            js = bench_sharded(args.shard, comm, ds, methods, method_params(args), device, **run)
-    except PeerFailure as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    if js is not None:
-        print(format_sharded_bench(js))
-        if args.json:
-            atomic_write(Path(args.json), lambda tmp: tmp.write_text(json.dumps(js, indent=1)))
-            print(f"saved {args.json}", file=sys.stderr)
     return 0
 
 

@@ -7,9 +7,9 @@ Runs golddiff.compare, the same function as `python -m golddiff bench`. UI only.
 import numpy as np
 import streamlit as st
 
-from golddiff import METHODS, REFERENCE, compare
+from golddiff import METHODS, REFERENCE, compare, frontier
 from golddiff.explore import lesson_figures as figs
-from golddiff.explore import lessons
+from golddiff.explore import lessons, subset_figures
 from pages.common import (
     announce_stopped,
     chart_config,
@@ -92,6 +92,33 @@ if run:
         bar.empty()
         show_error(e)
         st.stop()
+
+st.subheader("Speed vs fidelity: GoldDiff's golden-subset frontier")
+st.caption(
+    "GoldDiff with the adaptive subset at three tolerances and with the published schedule at four "
+    "k_max (k_min = k_max / 2), each against the full scan from the same noise (the same sweep as "
+    "`python -m golddiff bench --frontier`). Bars run down to the worst sample's final r²."
+)
+fkey = cfg.key()
+if st.button("Run frontier", key="cmp_frontier_run"):
+    with st.spinner("Running the full scan and seven GoldDiff configurations..."):
+        try:
+            n_img = get_dataset(cfg.dataset).N
+            ks = sorted({max(2, min(n_img, round(n_img * f))) for f in (0.1, 0.05, 0.025, 0.0125)})
+            st.session_state["cmp_frontier"] = (
+                fkey,
+                frontier(
+                    get_dataset(cfg.dataset), (0.03, 0.01, 0.003), ks[::-1], cfg.steps, cfg.n,
+                    cfg.seed, cfg.params, cfg.device,
+                ),
+            )
+        except ValueError as e:
+            show_error(e)
+fr = st.session_state.get("cmp_frontier")
+if fr is not None:
+    if fr[0] != fkey:
+        st.warning("The settings changed since this frontier was computed; run it again.")
+    st.plotly_chart(subset_figures.frontier_figure(fr[1]), key="cmp_frontier_fig")
 
 out = st.session_state.get("compare")
 if out is None:
@@ -228,3 +255,4 @@ if out["ablation"] is not None:
         "unbiased Monte-Carlo sample of it, while the **nearest** images are a biased sample, hence the lower "
         "$r^2$. At low noise the posterior has concentrated on the nearest images and both modes agree."
     )
+

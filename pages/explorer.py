@@ -13,7 +13,7 @@ from streamlit.errors import StreamlitAPIException
 
 import golddiff
 from golddiff import LABELS, DenoiserParams
-from golddiff.explore import figures, lessons, takeaway
+from golddiff.explore import figures, lessons, subset_figures, takeaway
 from golddiff.explore.scenarios import SCENARIOS
 from pages.common import (
     build_denoiser,
@@ -391,6 +391,8 @@ def views() -> None:
         "as PNG or SVG with the camera button above it (format in the sidebar)."
     )
 
+    if (k_fig := subset_figures.k_per_sample(traj, step)) is not None:  # adaptive subset only
+        st.plotly_chart(k_fig, key="ex_k_adaptive")
     # --- map
     map_view(traj, step, sample, res["dataset"])
     st.caption(

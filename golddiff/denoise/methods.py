@@ -17,10 +17,12 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
+from ..core.posterior import MASK_PATTERNS
 from ..core.schedule import NoiseSchedule, pool_size, subset_size
 from ..core.summaries import perplexity
 from ..data.datasets import Dataset
 from ..data.memory import check_memory
+from .adaptive import DRAWS_PER_K, adaptive_aggregate, proposal_temper, proxy_proposal
 from .corpus import (
     Corpus,
     get_corpus,
@@ -31,7 +33,7 @@ from .corpus import (
     subset_bytes,
 )
 from .params import METHODS, DenoiserParams
-from .retrieval import check_backend, fine_select, search_recall
+from .retrieval import check_backend, fine_select, proxy_factor, search_recall
 from .streams import SampleStreams
 
 
@@ -54,6 +56,8 @@ class DenoiseOutput:
     pool_nearest: torch.Tensor | None = (
         None  # (B,) bool: the sample screened all N (nearest) this step
     )
+    k_b: torch.Tensor | None = None  # (B,) adaptive: images aggregated per sample (its own k_t)
+    error_est: torch.Tensor | None = None  # (B,) adaptive: estimated one-step 1 - r^2
 
 
 def _sync(device: torch.device) -> None:
@@ -233,6 +237,8 @@ class GoldDiffDenoiser(PCALocalityDenoiser):
         )  # (B, N) -> (B,)
 
     def _denoise(self, x_t, t, abar, generator):
+        if self.params.subset == "adaptive":
+            return self._adaptive(x_t, t, abar, generator)
         corpus, sqrt_abar, p = self.corpus, math.sqrt(abar), self.params
         m_t, k_t = self.sizes(t)
         B, D = x_t.shape
@@ -290,6 +296,41 @@ class GoldDiffDenoiser(PCALocalityDenoiser):
             k_t=int(S.shape[1]),
             timings={"screen": t1 - t0, "select": t2 - t1, "aggregate": t3 - t2},
         )
+
+    def _adaptive(self, x_t, t, abar, generator):
+        """subset="adaptive" (denoise/adaptive.py): importance draws from a proxy proposal, per
+        sample until the estimated error is below the tolerance; the proposal is the screen."""
+        corpus, p = self.corpus, self.params
+        M = self.mask(t, abar)
+        index = corpus.proxy(p.low_res, p.backend, p.nlist)
+        t0 = time.perf_counter()
+        temper = proposal_temper(self.mask_density(M))
+        factor = proxy_factor(corpus.shape, p.low_res)
+        q = proxy_proposal(index.query(x_t), index.P, index.sqnorm, factor, abar, temper)  # (B, N)
+        _sync(self.device)
+        t1 = time.perf_counter()
+        res = adaptive_aggregate(
+            x_t, corpus.X, M, abar, self.temperature, q, p.tolerance, DRAWS_PER_K * self.k_max,
+            generator,
+        )
+        _sync(self.device)
+        t2 = time.perf_counter()
+        return DenoiseOutput(
+            res.x0_hat,
+            self.name,
+            pixel_entropy=res.entropy,
+            subset=res.subset,
+            m_t=corpus.N,
+            k_t=int(round(float(res.k_b.float().mean()))),
+            k_b=res.k_b,
+            error_est=res.error_est,
+            timings={"screen": t1 - t0, "select": 0.0, "aggregate": t2 - t1},
+        )
+
+    @staticmethod
+    def mask_density(M: torch.Tensor) -> float:
+        """Share of nonzero entries of the mask M (D, D) (cached with its pattern)."""
+        return MASK_PATTERNS.get(M)["density"]
 
 
 class HybridDenoiser(Denoiser):

@@ -20,6 +20,9 @@ METHODS = ("optimal", "wiener", "pca", "golddiff", "hybrid")
 GOLD = ("golddiff", "hybrid")  # the methods that retrieve a golden subset
 LOCAL = ("pca", "golddiff", "hybrid")  # the methods that use the PCA-locality mask
 POOL_MODES = ("random", "nearest", "auto")
+SUBSET_MODES = ("schedule", "adaptive")
+# Adaptive default: estimated one-step 1 - r^2 per sample and step (see denoise/adaptive.py).
+TOLERANCE = 0.01
 # Hybrid default: Wiener below this SNR. Measured on Fashion-MNIST (one step at the same x_t against
 # the full-scan PCA-locality denoiser), Wiener's r^2 is 0.999 / 0.992 at SNR 0.0003 / 0.0015 (t =
 # 900, 800) and falls to 0.965 at SNR 0.007, 0.87 by SNR 0.08; so only the first steps of a 10-step
@@ -117,6 +120,25 @@ class DenoiserParams:
         "all N), auto (random until the posterior's perplexity < k_t, then nearest)",
         GOLD,
         choices=POOL_MODES,
+    )
+    subset: str | None = _p(
+        "subset",
+        str,
+        "schedule",
+        "golden subset size: schedule (published: linear k_t from k_max to k_min) or adaptive "
+        "(importance-sampled draws per sample until the estimated error < tolerance)",
+        GOLD,
+        choices=SUBSET_MODES,
+    )
+    tolerance: float | None = _p(
+        "tolerance",
+        float,
+        TOLERANCE,
+        "adaptive subset only: target estimated one-step 1 - r^2 of each sample against the "
+        "exact posterior (smaller: more images, slower)",
+        GOLD,
+        low=1e-4,
+        high=1.0,
     )
     backend: str | None = _p(
         "backend",
@@ -271,9 +293,12 @@ def _check_value(s: ParamSpec, v):
     (int for whole numbers). Raises ValueError."""
     if s.choices is not None:
         if v not in s.choices:
-            what = {"pool": "pool mode", "backend": "search backend", "mask_rule": "mask rule"}.get(
-                s.name, s.name
-            )
+            what = {
+                "pool": "pool mode",
+                "backend": "search backend",
+                "mask_rule": "mask rule",
+                "subset": "subset mode",
+            }.get(s.name, s.name)
             raise ValueError(f"Unknown {what} '{v}'; choose one of: {', '.join(s.choices)}.")
         return v
     if not isinstance(v, numbers.Real) or isinstance(v, bool):

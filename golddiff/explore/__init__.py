@@ -4,6 +4,24 @@ The pages import these modules (`from golddiff.explore import figures, lessons, 
 what they return; nothing here imports streamlit.
 """
 
-from . import embed, figures, gaussian, how_figures, lesson_figures, lessons, style
+from . import (
+    embed,
+    figures,
+    gaussian,
+    how_figures,
+    lesson_figures,
+    lessons,
+    style,
+    subset_figures,
+)
 
-__all__ = ["embed", "figures", "gaussian", "how_figures", "lesson_figures", "lessons", "style"]
+__all__ = [
+    "embed",
+    "figures",
+    "gaussian",
+    "how_figures",
+    "lesson_figures",
+    "lessons",
+    "style",
+    "subset_figures",
+]

@@ -2,6 +2,7 @@
 
 from .bench import REFERENCE, MethodResult, compare, scaling
 from .cost import check_cost, estimate_seconds, max_seconds
+from .frontier import frontier
 from .records import LABELS, StepRecord, make_record
 from .sampler import Trajectory, ddim, sample
 
@@ -15,6 +16,7 @@ __all__ = [
     "compare",
     "ddim",
     "estimate_seconds",
+    "frontier",
     "make_record",
     "max_seconds",
     "sample",

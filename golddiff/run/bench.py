@@ -50,6 +50,7 @@ class MethodResult:
     phase_ms: dict  # median ms of screen / select / aggregate
     final_mse: float | None = None  # vs the reference's final samples (mean over images)
     final_r2: float | None = None
+    final_r2_min: float | None = None  # worst sample's final r^2
     onestep_mse: list = field(
         default_factory=list
     )  # per step: method at the reference's x_t vs reference
@@ -206,6 +207,7 @@ def compare(
         a = torch.from_numpy(traj.samples.reshape(n, -1))
         b = torch.from_numpy(ref.trajectory.samples.reshape(n, -1))
         res.final_mse, res.final_r2 = float(mse01(a, b).mean()), float(r2(a, b).mean())
+        res.final_r2_min = float(r2(a, b).min())
         if onestep:
             res.onestep_mse, res.onestep_r2 = (
                 ([0.0] * steps, [1.0] * steps)
@@ -293,6 +295,7 @@ def to_json(res: dict[str, MethodResult], meta: dict, sizes: dict | None = None)
             "peak_mb": r.peak_mb,
             "final_mse": r.final_mse,
             "final_r2": r.final_r2,
+            "final_r2_min": r.final_r2_min,
             "onestep_mse": r.onestep_mse,
             "onestep_r2": r.onestep_r2,
             "onestep_r2_by_snr": snr_buckets(snrs, r.onestep_r2) if r.onestep_r2 else {},
@@ -314,7 +317,8 @@ def format_report(js: dict) -> str:
     W = js["methods"]
     lines = [
         f"{'method':<9} {'ms/step':>9} {'screen':>8} {'select':>8} {'aggr':>9} {'speedup':>8} "
-        f"{'total_s':>8} {'peak_MB':>8} {'final_mse':>10} {'final_r2':>9} {'min_1step_r2':>13}"
+        f"{'total_s':>8} {'peak_MB':>8} {'final_mse':>10} {'final_r2':>9} {'worst':>7} "
+        f"{'min_1step_r2':>13}"
     ]
     lines.append("-" * len(lines[0]))
     for m, r in W.items():
@@ -324,7 +328,7 @@ def format_report(js: dict) -> str:
             f"{p['select']:8.1f} {p['aggregate']:9.1f} "
             f"{r['speedup']:8.2f} {r['total_ms'] / 1000:8.2f} "
             f"{r['peak_mb']:8.0f} {r['final_mse']:10.5f} "
-            f"{r['final_r2']:9.4f} "
+            f"{r['final_r2']:9.4f} {r.get('final_r2_min', float('nan')):7.4f} "
             f"{min(r['onestep_r2']) if r['onestep_r2'] else float('nan'):13.4f}"
         )
     lines += [

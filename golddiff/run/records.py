@@ -35,6 +35,8 @@ LABELS = {
     "onestep_r2": "one-step r^2 vs full-scan PCA",
     "onestep_mse": "one-step MSE vs full-scan PCA",
     "search_recall": "recall of the approximate proxy search",
+    "k_b": "k_t per sample (adaptive)",
+    "error_est": "estimated one-step 1 - r^2 (adaptive)",
 }
 
 
@@ -82,6 +84,10 @@ class StepRecord:
         None  # (B,) share of the exact proxy top-k_max that an approximate
     )
     # backend (faiss-ivf) found; None where the search was exact
+    k_b: np.ndarray | None = None  # (B,) adaptive subset: images aggregated per sample (its k_t)
+    error_est: np.ndarray | None = None  # (B,) adaptive subset: estimated one-step 1 - r^2
+    cpu_step: float | None = None  # seconds of process CPU time of the denoiser call (all threads;
+    # unlike time_step, not inflated when other processes share the cores)
 
     def to_dict(self) -> dict:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -179,6 +185,7 @@ def make_record(
     reference_mask: torch.Tensor | None = None,
     time_step: float = 0.0,
     posterior: CorpusPosterior | None = None,
+    cpu_step: float | None = None,
 ) -> StepRecord:
     """Compute every diagnostic of one step. x_t, out.x0_hat: (B, D).
 
@@ -208,6 +215,7 @@ def make_record(
         time_select=out.timings.get("select", 0.0),
         time_aggregate=out.timings.get("aggregate", 0.0),
         time_step=time_step,
+        cpu_step=cpu_step,
         N=posterior.N,
         m_t=out.m_t,
         k_t=out.k_t,
@@ -216,8 +224,12 @@ def make_record(
     )
     if out.pool_nearest is not None:
         rec.pool_nearest = _np(out.pool_nearest)
+    if out.k_b is not None:
+        rec.k_b, rec.error_est = _np(out.k_b), _np(out.error_est)
     if out.subset is not None:
         rec.subset_idx = _np(out.subset).astype(np.int32)
+        if out.k_b is not None:  # adaptive: padded to its widest sample, so
+            rec.recall = None  # there is no top-k_t to recall
         if ranked is not None:
             rec.ranked_idx, rec.ranked_w = _np(ranked), _np(ranked_w)
     if out.pixel_entropy is not None:

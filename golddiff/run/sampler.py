@@ -174,9 +174,9 @@ def sample(
     records: list[StepRecord] = []
 
     def step(x_t: torch.Tensor, t: int) -> torch.Tensor:
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         out = denoiser.denoise(x_t, t, generator=streams)
-        elapsed = time.perf_counter() - start
+        elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
         abar = schedule.abar(t)
         # the exact check uses the method's own mask (hybrid: its GoldDiff part's threshold and
         # rule)
@@ -193,7 +193,8 @@ def sample(
                 top_n,
                 M,
                 elapsed,
-                posterior,
+                posterior=posterior,
+                cpu_step=cpu,
             )
         records.append(rec)
         if callback is not None:
