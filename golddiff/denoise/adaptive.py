@@ -106,15 +106,24 @@ def adaptive_aggregate(
     q: torch.Tensor,
     tol: float,
     n_max: int,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | list[torch.Generator] | None = None,
 ) -> AdaptiveResult:
     """x_t: (B, D); X: (N, D); M: (D, D) mask; q: (B, N) proposal. Draws START_DRAWS per sample,
-    then grows each sample whose estimated error exceeds tol (at most n_max draws, MAX_ROUNDS)."""
+    then grows each sample whose estimated error exceeds tol (at most n_max draws, MAX_ROUNDS).
+    generator: one for the batch, or a list with one per sample (the sampler's seed streams, so a
+    sample's draws do not depend on its batch)."""
+
+    def rows(b: int | None, k: int) -> torch.Tensor:  # draws for sample b, or all samples
+        if isinstance(generator, list):
+            bs = range(B) if b is None else [b]
+            return torch.cat([draw(q[i : i + 1], k, generator[i]) for i in bs])
+        return draw(q if b is None else q[b : b + 1], k, generator)
+
     B, D = x_t.shape
     op, sqrt_abar, work = mask_operator(M, abar, tau), math.sqrt(abar), {}
     samples = [_Sample() for _ in range(B)]
     n0 = min(START_DRAWS, max(2, n_max // 2 * 2))
-    first = draw(q, n0, generator)  # (B, n0)
+    first = rows(None, n0)  # (B, n0)
     for b, s in enumerate(samples):
         _add_draws(s, first[b], q[b], x_t[b], X, sqrt_abar, op, work)
     for _ in range(MAX_ROUNDS + 1):
@@ -125,7 +134,7 @@ def adaptive_aggregate(
         if not grow or _ == MAX_ROUNDS:
             break
         for b, n in grow:
-            d = draw(q[b : b + 1], n - samples[b].n, generator)[0]  # (n - n_b,)
+            d = rows(b, n - samples[b].n)[0]  # (n - n_b,)
             _add_draws(samples[b], d, q[b], x_t[b], X, sqrt_abar, op, work)
     subsets = [torch.unique(torch.cat(s.seen)) for s in samples]
     width = max(int(u.shape[0]) for u in subsets)

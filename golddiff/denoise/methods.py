@@ -34,7 +34,7 @@ from .corpus import (
 )
 from .params import METHODS, DenoiserParams
 from .retrieval import check_backend, fine_select, proxy_factor, search_recall
-from .streams import SampleStreams
+from .streams import DRAWS, SampleStreams
 
 
 @dataclass
@@ -309,6 +309,8 @@ class GoldDiffDenoiser(PCALocalityDenoiser):
         q = proxy_proposal(index.query(x_t), index.P, index.sqnorm, factor, abar, temper)  # (B, N)
         _sync(self.device)
         t1 = time.perf_counter()
+        if isinstance(generator, SampleStreams):  # each sample's draws from its own stream
+            generator = generator.generators(DRAWS, t)
         res = adaptive_aggregate(
             x_t, corpus.X, M, abar, self.temperature, q, p.tolerance, DRAWS_PER_K * self.k_max,
             generator,

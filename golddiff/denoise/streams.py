@@ -14,7 +14,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-NOISE, POOL = 0, 1  # the stream kinds in a seed key
+NOISE, POOL, DRAWS = 0, 1, 2  # the stream kinds in a seed key (DRAWS: adaptive subset draws)
 
 
 class SampleStreams:
@@ -39,6 +39,11 @@ class SampleStreams:
             for i in self.ids
         ]
         return torch.stack(rows) if rows else torch.empty(0, D)
+
+    def generators(self, kind: int, t: int) -> list[torch.Generator]:
+        """One torch generator per sample for stream (seed, i, kind, t), e.g. the adaptive subset's
+        importance draws at step t (kind DRAWS)."""
+        return [torch.Generator().manual_seed(self.key(i, kind, int(t))) for i in self.ids]
 
     def pools(self, N: int, m: int, t: int) -> np.ndarray:
         """(B, m) sorted indices: sample ids[b]'s random pool of m of N images at step t.
