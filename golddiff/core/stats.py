@@ -14,8 +14,10 @@ Gaussian PF-ODE in closed form (Wang & Vastola 2024, "analytical teleportation")
 
 from __future__ import annotations
 
+import itertools
 import math
 import threading
+from typing import Iterable
 
 import numpy as np
 import torch
@@ -25,11 +27,21 @@ from ..data.memory import check_memory
 
 def mean_and_cov(X: torch.Tensor, chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean (D,) and covariance (D, D) of X (N, D), accumulated in float64 over row chunks."""
-    N, D = X.shape
-    sum_x = torch.zeros(D, dtype=torch.float64, device=X.device)  # (D,)
-    sum_xx = torch.zeros(D, D, dtype=torch.float64, device=X.device)  # (D, D)
-    for i in range(0, N, chunk):
-        rows = X[i : i + chunk].to(torch.float64)  # (chunk, D)
+    N = int(X.shape[0])
+    return chunked_mean_and_cov((X[i : i + chunk] for i in range(0, N, chunk)), N, X.device)
+
+
+def chunked_mean_and_cov(
+    chunks: Iterable[torch.Tensor], N: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean (D,) and covariance (D, D) of N rows that arrive as (c, D) chunks (streamed from disk:
+    the N rows are never held at once), accumulated in float64."""
+    sum_x = sum_xx = None
+    for part in chunks:
+        rows = part.to(device, torch.float64)  # (c, D)
+        if sum_x is None:
+            sum_x = torch.zeros(rows.shape[1], dtype=torch.float64, device=device)  # (D,)
+            sum_xx = torch.zeros(rows.shape[1], rows.shape[1], dtype=torch.float64, device=device)
         sum_x += rows.sum(0)
         sum_xx += rows.T @ rows
     mu = sum_x / N
@@ -78,10 +90,26 @@ class DataStats:
             "use a lower-resolution dataset",
             X.device,
         )
-        mu, cov = mean_and_cov(X)
+        return cls._from_moments(*mean_and_cov(X), int(X.shape[0]))
+
+    @classmethod
+    def from_chunks(cls, chunks: Iterable[torch.Tensor], N: int, D: int) -> "DataStats":
+        """Statistics of N rows streamed as (c, D) chunks (an out-of-core corpus)."""
+        check_memory(
+            4 * D * D * 8 + min(N, 4096) * D * 8,
+            f"the ({D}, {D}) float64 data covariance",
+            "use a lower-resolution dataset",
+        )
+        chunks = iter(chunks)
+        first = next(chunks)
+        mu, cov = chunked_mean_and_cov(itertools.chain([first], chunks), N, first.device)
+        return cls._from_moments(mu, cov, N)
+
+    @classmethod
+    def _from_moments(cls, mu: torch.Tensor, cov: torch.Tensor, N: int) -> "DataStats":
         lam, U = torch.linalg.eigh(cov)  # ascending
         lam, U = lam.flip(0).clamp_min(0.0), U.flip(1)
-        return cls(mu.float(), lam.float(), U.float().contiguous(), int(X.shape[0]))
+        return cls(mu.float(), lam.float(), U.float().contiguous(), N)
 
     @classmethod
     def from_arrays(

@@ -93,6 +93,37 @@ def fingerprint(x: np.ndarray | torch.Tensor, samples: int = 65536) -> str:
     return h.hexdigest()
 
 
+class Streamed:
+    """An array that `cached_arrays`' build() hands over unfilled: shape, dtype and fill(out), which
+    writes out (a writable (shape) array, memory-mapped onto the cache file) in chunks, so an array
+    larger than memory goes to disk without ever being whole in RAM."""
+
+    def __init__(self, shape: tuple[int, ...], dtype, fill: Callable[[np.ndarray], None]):
+        self.shape, self.dtype, self.fill = tuple(int(s) for s in shape), np.dtype(dtype), fill
+
+    def in_memory(self) -> np.ndarray:
+        """Filled into RAM (only where the cache folder cannot be written)."""
+        out = np.empty(self.shape, self.dtype)
+        self.fill(out)
+        return out
+
+
+def _save(path: Path, a: "np.ndarray | Streamed") -> None:
+    """np.save, or for a Streamed array: a .npy memory map filled chunk by chunk; fsynced."""
+    if isinstance(a, Streamed):
+        mm = np.lib.format.open_memmap(path, mode="w+", dtype=a.dtype, shape=a.shape)
+        a.fill(mm)
+        mm.flush()
+        del mm
+        with open(path, "rb+") as f:
+            os.fsync(f.fileno())
+        return
+    with open(path, "wb") as f:
+        np.save(f, a, allow_pickle=False)
+        f.flush()
+        os.fsync(f.fileno())
+
+
 def _json_roundtrip(meta):
     return None if meta is None else json.loads(json.dumps(meta, sort_keys=True))
 
@@ -162,12 +193,11 @@ def _write_entry(key: str, arrays: dict[str, np.ndarray], meta) -> None:
         for name, a in arrays.items():
             fname = f"{slug}.{build}.{name}.npy"
             tmp = d / f"{fname}.tmp"
-            with open(tmp, "wb") as f:
-                np.save(f, a, allow_pickle=False)
-                f.flush()
-                os.fsync(f.fileno())
+            _save(tmp, a)
             os.replace(tmp, d / fname)
             done.append(d / fname)
+            if isinstance(a, Streamed):  # checksum read back from the file, 16 MB at a time
+                a = np.load(d / fname, mmap_mode="r", allow_pickle=False)
             entries[name] = dict(
                 file=fname,
                 shape=list(a.shape),
@@ -232,7 +262,7 @@ def cached_arrays(
 
     key: any string naming the content (include every parameter it depends on, e.g.
     "stats/mnist/N60000"); build: returns {name: ndarray} with names of letters, digits and '_' and
-    non-object dtypes; meta: optional JSON-able description of the inputs (e.g. source file sizes);
+    non-object dtypes (or `Streamed` arrays, written to disk chunk by chunk); meta: optional JSON-able description of the inputs (e.g. source file sizes);
     an entry whose stored meta differs is rebuilt. Every load checks version, key, file sizes,
     shapes and dtypes; verify=True (or $GOLDDIFF_VERIFY_CACHE=1) also checks the full checksum. An
     invalid entry is rebuilt with a `CacheRebuiltWarning` saying why. When the cache folder cannot
@@ -253,7 +283,7 @@ def cached_arrays(
             f"The cache folder {_arrays_dir()} is not writable ({e}); '{key}' is kept in memory "
             "only."
         )
-        return _check_built(key, build())
+        return _in_memory(_check_built(key, build()))
     try:
         arrays, again = _read_entry(
             key, meta, verify
@@ -274,11 +304,15 @@ def cached_arrays(
             warnings.warn(
                 f"Could not write the cache entry '{key}' ({e}); it is kept in memory only."
             )
-            return built
+            return _in_memory(built)
     finally:
         lock.__exit__(None, None, None)
     arrays, _ = _read_entry(key, meta, False)
-    return arrays if arrays is not None else built
+    return arrays if arrays is not None else _in_memory(built)
+
+
+def _in_memory(arrays: dict) -> dict[str, np.ndarray]:
+    return {k: a.in_memory() if isinstance(a, Streamed) else a for k, a in arrays.items()}
 
 
 def _check_built(key: str, built) -> dict[str, np.ndarray]:
@@ -292,7 +326,7 @@ def _check_built(key: str, built) -> dict[str, np.ndarray]:
             raise TypeError(
                 f"Array name '{name}' for cache key '{key}' must use only letters, digits and '_'."
             )
-        a = np.ascontiguousarray(a)
+        a = a if isinstance(a, Streamed) else np.ascontiguousarray(a)
         if a.dtype.hasobject:
             raise TypeError(
                 f"Array '{name}' for cache key '{key}' has an object dtype, which cannot be cached."

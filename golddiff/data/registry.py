@@ -28,6 +28,7 @@ import torch
 from .cache import cache_state, cached_arrays, cached_entry
 from .datasets import Dataset, from_u8, to_unit_range
 from .download import CIFAR_BATCHES, ProgressFn, FileSet, offline, Remote, files_meta
+from .augmented import augmented16
 from .folder import load_folder
 from .formats import CIFAR_CLASSES, decode_cifar, decode_idx
 
@@ -40,6 +41,14 @@ def _load_fileset(
 ) -> Dataset:
     """Decode once into the cache (keyed by name and resolution; rebuilt when the source files
     change)."""
+    arrays = _fileset_arrays(name, fs, decode, progress)
+    return from_u8(name, arrays["images"], arrays["labels"], classes)
+
+
+def _fileset_arrays(
+    name: str, fs: FileSet, decode: Callable, progress: ProgressFn | None
+) -> dict[str, np.ndarray]:
+    """The cached uint8 arrays {"images": (N, C, H, W), "labels": (N,)} of a file-backed set."""
     key = f"dataset/{name}/res{fs.res}"
     files = fs.locate()
     if (
@@ -47,7 +56,7 @@ def _load_fileset(
     ):  # sources gone but the decoded cache is intact
         arrays = cached_entry(key)
         if arrays is not None:
-            return from_u8(name, arrays["images"], arrays["labels"], classes)
+            return arrays
     files = files or fs.fetch(progress)
     meta = {
         "files": (
@@ -56,8 +65,13 @@ def _load_fileset(
             else files_meta([files[0] / b for b in CIFAR_BATCHES])
         )
     }
-    arrays = cached_arrays(key, lambda: decode(files), meta=meta)
-    return from_u8(name, arrays["images"], arrays["labels"], classes)
+    return cached_arrays(key, lambda: decode(files), meta=meta)
+
+
+def _load_fashion_x16(progress: ProgressFn | None = None) -> Dataset:
+    """Every Fashion-MNIST training image under 16 fixed shifts and flips (960,000, out-of-core)."""
+    base = _fileset_arrays("fashion-mnist", REGISTRY["fashion-mnist"].files, decode_idx, progress)
+    return augmented16("fashion-mnist-x16", base["images"], base["labels"], FASHION_CLASSES)
 
 
 def _load_mnist_5k() -> Dataset:
@@ -272,7 +286,19 @@ REGISTRY: dict[str, DatasetInfo] = {
         decode_cifar,
         CIFAR_CLASSES,
     ),
+    "fashion-mnist-x16": DatasetInfo(
+        "fashion-mnist-x16",
+        "28x28",
+        1,
+        "Fashion-MNIST x 16 fixed shifts and flips, 960,000 images (built once, out-of-core)",
+        "MIT (Zalando SE)",
+        _load_fashion_x16,
+        lambda: REGISTRY["fashion-mnist"].available(),
+    ),
 }
+
+
+_PROGRESS = ("fashion-mnist-x16",)  # non-file loaders that take progress=
 
 
 class _DatasetMemo:
@@ -319,7 +345,7 @@ def load_dataset(name: str, progress: ProgressFn | None = None) -> Dataset:
         ds = load_folder(name)
     elif name in REGISTRY:
         info = REGISTRY[name]
-        ds = info.loader(progress=progress) if info.files else info.loader()
+        ds = info.loader(progress=progress) if info.files or name in _PROGRESS else info.loader()
     else:
         raise ValueError(
             f"Unknown dataset '{name}'; choose one of: {', '.join(dataset_names())}, "

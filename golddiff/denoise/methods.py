@@ -146,7 +146,7 @@ class PCALocalityDenoiser(Denoiser):
     def _denoise(self, x_t, t, abar, generator):
         M = self.mask(t, abar)
         t0 = time.perf_counter()
-        acc = locality_scan(x_t, self.corpus.X, M, abar, self.temperature)
+        acc = locality_scan(x_t, self.corpus, M, abar, self.temperature)
         x0, H = acc.mean(), acc.entropy()
         _sync(self.device)
         return DenoiseOutput(
@@ -244,7 +244,7 @@ class GoldDiffDenoiser(PCALocalityDenoiser):
         _sync(self.device)
         t1 = time.perf_counter()
         # 2. fine: full-resolution distance, keep the k_t nearest -> golden subset S_t
-        S = fine_select(x_t, corpus.X, corpus.sqnorm, cand, sqrt_abar, k_t)  # (B, k_t)
+        S = fine_select(x_t, corpus, corpus.sqnorm, cand, sqrt_abar, k_t)  # (B, k_t)
         _sync(self.device)
         t2 = time.perf_counter()
         # 3. aggregate: exact per-pixel PCA-locality softmax over S_t only
@@ -255,7 +255,7 @@ class GoldDiffDenoiser(PCALocalityDenoiser):
             "lower --n or --k-max",
             self.device,
         )
-        x0, H, wmean = locality_subset(x_t, corpus.X, M, abar, self.temperature, S=S)
+        x0, H, wmean = locality_subset(x_t, corpus, M, abar, self.temperature, S=S)
         _sync(self.device)
         t3 = time.perf_counter()
         # diagnostics (untimed): recall of an approximate search against the exact proxy top-k_max

@@ -15,10 +15,9 @@ from dataclasses import dataclass, fields
 import numpy as np
 import torch
 
-from ..core.posterior import global_logits
 from ..core.summaries import captured_mass, entropy, ess, k_mass, mse01, perplexity, r2, topk_recall
 from ..data.memory import check_memory
-from ..denoise.corpus import Corpus, locality_scan
+from ..denoise.corpus import Corpus, corpus_logits, locality_scan
 from ..denoise.methods import DenoiseOutput
 
 # Display names, shared by the CLI table and the app.
@@ -121,7 +120,7 @@ def make_record(
         "lower --n or use a smaller dataset",
         x_t.device,
     )
-    logits = global_logits(x_t, corpus.X, corpus.sqnorm, abar, tau)  # (B, N)
+    logits = corpus_logits(x_t, corpus, abar, tau)  # (B, N)
     w = torch.softmax(logits, dim=1)  # the global posterior
     n = min(top_n, corpus.N)
     top = w.topk(n, dim=1)
@@ -170,7 +169,7 @@ def make_record(
             flag = torch.zeros(B, corpus.N, dtype=torch.bool, device=x_t.device).scatter_(
                 1, out.subset, True
             )
-        acc = locality_scan(x_t, corpus.X, reference_mask, abar, tau, flag)
+        acc = locality_scan(x_t, corpus, reference_mask, abar, tau, flag)
         ref = acc.mean()
         rec.ref_x0 = _np(ref).reshape(shape)
         rec.onestep_mse, rec.onestep_r2 = _np(mse01(out.x0_hat, ref)), _np(r2(out.x0_hat, ref))
