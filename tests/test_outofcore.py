@@ -34,11 +34,13 @@ def _clean():
 
 
 @pytest.fixture(scope="module")
-def pair():
-    """The same 320-image x16-style corpus in-core and out-of-core."""
-    u8, labels = _source(), np.arange(20) % 10
-    a = augmented16("x16-small", u8, labels, [str(i) for i in range(10)], out_of_core=False)
-    b = augmented16("x16-small", u8, labels, [str(i) for i in range(10)], out_of_core=True)
+def pair(tmp_path_factory):
+    """The same 320-image x16-style corpus in-core and out-of-core (built in the tests' cache)."""
+    u8, labels, classes = _source(), np.arange(20) % 10, [str(i) for i in range(10)]
+    with pytest.MonkeyPatch.context() as m:
+        m.setenv("GOLDDIFF_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+        a = augmented16("x16-small", u8, labels, classes, out_of_core=False)
+        b = augmented16("x16-small", u8, labels, classes, out_of_core=True)
     return a, b
 
 
@@ -116,11 +118,11 @@ def test_memory_guard_refuses_an_in_core_corpus_before_allocating(monkeypatch):
     def no_alloc(_):
         raise AssertionError("allocated before the guard refused")
 
-    monkeypatch.setattr(datasets, "to_unit_range", no_alloc)
-    with pytest.raises(ValueError, match="float32 images of 'big'.*max_memory"):
-        from_u8("big", u8, np.zeros(20000), [])
-    ds = from_u8("big", u8, np.zeros(20000), [], out_of_core=True)  # rows stay uint8
-    monkeypatch.undo()
+    with monkeypatch.context() as m:
+        m.setattr(datasets, "to_unit_range", no_alloc)
+        with pytest.raises(ValueError, match="float32 images of 'big'.*max_memory"):
+            from_u8("big", u8, np.zeros(20000), [])
+        ds = from_u8("big", u8, np.zeros(20000), [], out_of_core=True)  # rows stay uint8
     den = make_denoiser("golddiff", ds, device="cpu", k_min=50, k_max=100, low_res=4)
     x = torch.randn(2, 64, generator=torch.Generator().manual_seed(0))
     assert den.denoise(x, 500).x0_hat.shape == (2, 64)

@@ -20,8 +20,8 @@ CHUNK = 8192  # source images per write
 
 
 def transform(u8: np.ndarray, j: int) -> np.ndarray:
-    """Copy j (0..15) of images u8 (n, C, H, W): shift SHIFTS[j % 8] (zero fill), mirrored left-right
-    first when j >= 8. Returns a new (n, C, H, W) uint8 array."""
+    """Copy j (0..15) of images u8 (n, C, H, W): shift SHIFTS[j % 8] (zero fill), mirrored
+    left-right first when j >= 8. Returns a new (n, C, H, W) uint8 array."""
     src = u8[..., ::-1] if j >= len(SHIFTS) else u8
     dy, dx = SHIFTS[j % len(SHIFTS)]
     H, W = u8.shape[-2:]
@@ -45,6 +45,12 @@ def _fill(u8: np.ndarray, out: np.ndarray, name: str) -> None:
                 bar.update(part.shape[0])
 
 
+def cache_key(name: str) -> str:
+    """The cache entry of an augmented set (its stored meta names the source, so a changed source
+    rebuilds it)."""
+    return f"dataset/{name}/x{COPIES}"
+
+
 def augmented16(
     name: str,
     u8: np.ndarray,
@@ -56,7 +62,7 @@ def augmented16(
 
     Image j * n + i is copy j of source image i (`transform`); labels repeat."""
     n = int(u8.shape[0])
-    key = f"dataset/{name}/x{COPIES}/{fingerprint(u8)}"
+    key = cache_key(name)
     meta = {"source": fingerprint(u8), "n": n, "shifts": [list(s) for s in SHIFTS]}
     arrays = cached_arrays(
         key,

@@ -262,7 +262,8 @@ def cached_arrays(
 
     key: any string naming the content (include every parameter it depends on, e.g.
     "stats/mnist/N60000"); build: returns {name: ndarray} with names of letters, digits and '_' and
-    non-object dtypes (or `Streamed` arrays, written to disk chunk by chunk); meta: optional JSON-able description of the inputs (e.g. source file sizes);
+    non-object dtypes (or `Streamed` arrays, written to disk chunk by chunk); meta: optional
+    JSON-able description of the inputs (e.g. source file sizes);
     an entry whose stored meta differs is rebuilt. Every load checks version, key, file sizes,
     shapes and dtypes; verify=True (or $GOLDDIFF_VERIFY_CACHE=1) also checks the full checksum. An
     invalid entry is rebuilt with a `CacheRebuiltWarning` saying why. When the cache folder cannot

@@ -17,6 +17,7 @@ import torch
 from .memory import check_memory, format_bytes
 
 OUT_OF_CORE_BYTES = 1 << 30  # float32 images above this stay uint8 on disk (memory-mapped)
+PROXY_F32_BYTES = 256 * 1024 * 1024  # out-of-core proxies above this many float32 bytes: float16
 
 
 class U8Images:
@@ -109,6 +110,19 @@ class Dataset:
         return Dataset(
             f"{self.name}[{n}]", self.images[idx], self.labels[idx], self.kind, self.classes
         )
+
+
+def ram_cost(N: int, shape: tuple[int, int, int]) -> str:
+    """What N images of shape (C, H, W) cost once loaded: in-core the float32 images; out-of-core
+    the proxies a corpus keeps (half resolution, float16 past PROXY_F32_BYTES) and its row norms,
+    while the uint8 images (N * D bytes on disk) are memory-mapped."""
+    D = int(np.prod(shape))
+    disk = f"disk {format_bytes(N * D)}"
+    if N * D * 4 <= OUT_OF_CORE_BYTES:
+        return f"RAM {format_bytes(N * D * 4)} in-core, {disk}"
+    d = D // 4
+    proxies = N * d * (2 if N * d * 4 > PROXY_F32_BYTES else 4)
+    return f"RAM {format_bytes(proxies + N * 12)} out-of-core, {disk}"
 
 
 def to_unit_range(u8: np.ndarray) -> torch.Tensor:

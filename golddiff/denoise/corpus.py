@@ -28,11 +28,11 @@ from ..core.posterior import (
 )
 from ..core.stats import DataStats
 from ..data.cache import cached_arrays, fingerprint
-from ..data.datasets import Dataset
+from ..data.datasets import PROXY_F32_BYTES, Dataset
 from ..data.device import pick_device
 from ..data.memory import check_memory
 from .faiss_index import index_bytes
-from .retrieval import PROXY_F32_BYTES, ProxyIndex, proxy_factor, to_proxy
+from .retrieval import ProxyIndex, proxy_factor, to_proxy
 
 
 class Corpus:

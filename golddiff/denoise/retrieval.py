@@ -42,9 +42,6 @@ GPU_MAX_K = (
 )
 PROBE_MULT = 4.0  # auto nprobe: probe lists expected to hold PROBE_MULT * k of the screened points
 BLOCK_ELEMS = 16 * 1024 * 1024  # elements of one (rows, N) distance block (~64 MB in float32)
-# Out-of-core corpora: proxies are kept float16 above this many float32 bytes (the IVF index turns
-# to product-quantized codes above faiss_index.PQ_BYTES, see there).
-PROXY_F32_BYTES = 256 * 1024 * 1024
 REFINE = 2  # IVF-PQ returns REFINE * k by code distance; the exact proxy distance keeps k
 GATHER_ELEMS = 8 * 1024 * 1024  # out-of-core pools up to B * m * d elements: gather their proxies
 
