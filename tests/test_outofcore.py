@@ -168,3 +168,23 @@ def test_out_of_core_on_cuda_matches_the_cpu(pair):
         den = make_denoiser("golddiff", ds, sched, device=device, pool="nearest")
         out.append(sample(den, sched, steps=5, n=3, seed=1).samples)
     np.testing.assert_allclose(out[0], out[1], atol=1e-3)
+
+
+def test_folder_decoded_on_several_processes_equals_one_process(tmp_path, monkeypatch):
+    from PIL import Image
+
+    from golddiff.data import folder
+
+    rng = np.random.default_rng(0)
+    for i in range(23):
+        sub = tmp_path / "imgs" / ("a" if i % 2 else "b")
+        sub.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (20, 24, 3), dtype=np.uint8)).save(sub / f"{i}.png")
+    files = folder._list_images(tmp_path / "imgs")
+    serial = folder._decode_files(files, 16)  # (23, 16, 16, 3), one process
+    monkeypatch.setattr(folder, "DECODE_CHUNK", 5)
+    monkeypatch.setattr(folder, "PARALLEL_FROM", 10)
+    ds = folder.load_folder(f"folder:{tmp_path / 'imgs'}?res=16")
+    np.testing.assert_array_equal(ds.u8, serial.transpose(0, 3, 1, 2))
+    assert list(ds.labels) == [0] * 11 + [1] * 12 and ds.classes == ["a", "b"]  # sorted paths
+    assert not list(cache.cache_dir().joinpath("tmp").glob("*"))  # the decode buffer is gone
