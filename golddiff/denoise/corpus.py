@@ -70,7 +70,7 @@ class Corpus:
             )
             self.X = src.to(device, torch.float32).contiguous()  # (N, D)
         # ||x_i||^2 in row chunks: X.square() would briefly hold a second (N, D) copy
-        self.sqnorm = torch.cat([x.square().sum(1) for _, x in self.chunks(65536)])  # (N,)
+        self.sqnorm = torch.cat([x.square().sum(1) for _, x in self.chunks(16384)])  # (N,)
         self._stats: DataStats | None = None
         self._proxy: dict[tuple, ProxyIndex] = {}
 
@@ -103,7 +103,7 @@ class Corpus:
         d = self.D // max(1, proxy_factor(self.shape, low_res) ** 2)
         dtype = torch.float16 if self.N * d * 4 > PROXY_F32_BYTES else torch.float32
         P = torch.empty(self.N, d, dtype=dtype, device=self.device)
-        for i, x in self.chunks(65536):
+        for i, x in self.chunks(16384):  # (c, D) float32, 51 MB at D = 784
             P[i : i + x.shape[0]] = to_proxy(x, self.shape, low_res)
         return P
 
@@ -207,7 +207,7 @@ def corpus_logits(x_t: torch.Tensor, corpus: Corpus, abar: float, tau: float) ->
     return torch.cat(
         [
             global_logits(x_t, x, corpus.sqnorm[i : i + x.shape[0]], abar, tau)
-            for i, x in corpus.chunks(65536)
+            for i, x in corpus.chunks(16384)
         ],
         dim=1,
     )

@@ -223,7 +223,7 @@ def posterior_profile(
     rows = {k: [] for k in ("t", "snr", "entropy", "perplexity", "ess", "k90", "w_true")}
     sorted_w = []
     for t in ts:
-        x_t = schedule.noise(corpus.X[index : index + 1], t, eps)
+        x_t = schedule.noise(corpus.rows(torch.tensor([index])), t, eps)
         w = global_posterior(x_t, corpus, schedule.abar(t), tau)  # (1, N)
         rows["t"].append(t)
         rows["snr"].append(schedule.snr(t))
