@@ -26,6 +26,7 @@ against
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -248,9 +249,12 @@ class ProxyIndex:
         else:
             index, self.cache_path = load_ivf(self.P, self.shape, self.low_res, self.nlist, name)
         if _faiss_gpu(self.P.device):
-            self._res = faiss.StandardGpuResources()
-            index = faiss.index_cpu_to_gpu(self._res, self.P.device.index or 0, index)
-            self.gpu = True
+            try:
+                self._res = faiss.StandardGpuResources()
+                index = faiss.index_cpu_to_gpu(self._res, self.P.device.index or 0, index)
+                self.gpu = True
+            except RuntimeError as e:  # e.g. a PQ code size the GPU kernels do not support
+                warnings.warn(f"faiss kept the {self.backend} index on the CPU: {e}")
         return index
 
     def query(self, x_t: torch.Tensor) -> torch.Tensor:
