@@ -387,7 +387,7 @@ def describe_datasets() -> list[str]:
             if i.cache_key is None
             else ("not cached" if size is None else f"cached {size / 1e6:.1f} MB")
         )
-        res = int(i.resolution.split("x")[0]) if i.resolution[0].isdigit() else 0
+        res = int(i.resolution.split("x")[0]) if "x" in i.resolution else 0  # 0: the 2-D toys
         ram = ram_cost(i.n_images, (i.channels, res, res)) if i.n_images and res else "-"
         lines.append(
             f"{i.name:<17} {i.resolution:>6}  {state:<12} {cache:<18} {ram:<38} {i.source}"
