@@ -28,7 +28,8 @@ def cmd_info(args) -> int:
     from . import __version__, data
 
     print(f"golddiff   {__version__}")
-    print(f"torch      {torch.__version__}")
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    print(f"torch      {torch.__version__} (CUDA GPUs seen: {gpus})")
     try:
         import faiss
 
@@ -41,7 +42,10 @@ def cmd_info(args) -> int:
     print(f"device     {data.device_label(data.pick_device(None))}")
     print(f"cache      {data.cache_dir()}")
     print(f"data dirs  {', '.join(data.data_roots())}  (each /<name>, in this order)")
-    print("datasets:   (also folder:PATH or folder:PATH?res=R for a folder of images)")
+    print(
+        "datasets:   (also folder:PATH or folder:PATH?res=R for a folder of images; RAM: what a"
+        " loaded corpus holds; out-of-core sets read their uint8 images from the disk cache)"
+    )
     for line in data.describe_datasets():
         print("  " + line)
     return 0
@@ -134,7 +138,10 @@ def cmd_bench(args) -> int:
     """Run golddiff.bench.compare (and scaling) and print the report; I/O only, the numbers come
     from bench."""
     import json
+    import resource
+
     import torch
+
     from . import device_label, load_dataset, pick_device
     from .data.files import write_output
     from .run.bench import REFERENCE, check_methods, compare, format_report, scaling, to_json
@@ -163,6 +170,7 @@ def cmd_bench(args) -> int:
         )
         sys.stderr.flush()
 
+    recalls: dict = {}
     with torch.inference_mode():
         res = compare(
             ds,
@@ -185,6 +193,8 @@ def cmd_bench(args) -> int:
                 params,
                 device,
                 callback=lambda s, m, rec: progress(f"{m} N={s}", rec),
+                known=res,
+                recalls=recalls,
             )
             if sizes
             else None
@@ -201,8 +211,9 @@ def cmd_bench(args) -> int:
         "torch": torch.__version__,
         "params": {k: v for k, v in vars(params).items() if v is not None},
         "reference": REFERENCE,
+        "process_peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
-    js = to_json(res, meta, grow)
+    js = to_json(res, meta, grow, recalls)
     print(
         f"{ds.name}: N={ds.N}, image {ds.shape}, {args.n} samples x {args.steps} steps, "
         f"{meta['device']}; "

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import threading
+from typing import Iterable
 
 import numpy as np
 import torch
@@ -23,17 +24,25 @@ import torch
 from ..data.memory import check_memory
 
 
-def moments(X: torch.Tensor, chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
-    """sum_i x_i (D,) and sum_i x_i x_i^T (D, D) of X (N, D), accumulated in float64 over row
-    chunks. Sums add across shards of X (a corpus split across ranks all-reduces them)."""
-    D = X.shape[1]
-    sum_x = torch.zeros(D, dtype=torch.float64, device=X.device)  # (D,)
-    sum_xx = torch.zeros(D, D, dtype=torch.float64, device=X.device)  # (D, D)
-    for i in range(0, X.shape[0], chunk):
-        rows = X[i : i + chunk].to(torch.float64)  # (chunk, D)
+def moments_of(chunks: Iterable[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """sum_i x_i (D,) and sum_i x_i x_i^T (D, D) of rows that arrive as (c, D) chunks (streamed from
+    disk for an out-of-core corpus: the N rows are never held at once), in float64 on the chunks'
+    device. Sums add across shards (a corpus split across ranks all-reduces them)."""
+    sum_x = sum_xx = None
+    for part in chunks:
+        rows = part.to(torch.float64)  # (c, D)
+        if sum_x is None:
+            D = rows.shape[1]
+            sum_x = torch.zeros(D, dtype=torch.float64, device=rows.device)  # (D,)
+            sum_xx = torch.zeros(D, D, dtype=torch.float64, device=rows.device)  # (D, D)
         sum_x += rows.sum(0)
         sum_xx += rows.T @ rows
     return sum_x, sum_xx
+
+
+def moments(X: torch.Tensor, chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
+    """`moments_of` the rows of X (N, D), in chunks of `chunk` rows."""
+    return moments_of(X[i : i + chunk] for i in range(0, X.shape[0], chunk))
 
 
 def cov_from_moments(
@@ -87,6 +96,16 @@ class DataStats:
             X.device,
         )
         return cls.from_moments(*moments(X), int(X.shape[0]))
+
+    @classmethod
+    def from_chunks(cls, chunks: Iterable[torch.Tensor], N: int, D: int) -> "DataStats":
+        """Statistics of N rows streamed as (c, D) chunks (an out-of-core corpus)."""
+        check_memory(
+            4 * D * D * 8 + min(N, 4096) * D * 8,
+            f"the ({D}, {D}) float64 data covariance",
+            "use a lower-resolution dataset",
+        )
+        return cls.from_moments(*moments_of(chunks), N)
 
     @classmethod
     def from_moments(cls, s: torch.Tensor, ss: torch.Tensor, n: int) -> "DataStats":

@@ -20,11 +20,12 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-import torch
 
 from .files import atomic_write, inside, remove_stale_temps
+from .hashing import array_checksum, fingerprint
 
-__all__ = ["atomic_write", "inside", "remove_stale_temps"]  # re-exported: the file helpers
+# re-exported: the file and hashing helpers
+__all__ = ["array_checksum", "atomic_write", "fingerprint", "inside", "remove_stale_temps"]
 
 
 class _Sweep:
@@ -118,26 +119,35 @@ def _arrays_dir() -> Path:
     return cache_dir() / "arrays"
 
 
-def array_checksum(a: np.ndarray) -> str:
-    """blake2b (128-bit) hex digest of the raw bytes of `a` (C order), read in 16 MB slices."""
-    h = hashlib.blake2b(digest_size=16)
-    flat = np.ascontiguousarray(a).reshape(-1).view(np.uint8)
-    for i in range(0, flat.size, 1 << 24):
-        h.update(flat[i : i + (1 << 24)].tobytes())
-    return h.hexdigest()
+class Streamed:
+    """An array that `cached_arrays`' build() hands over unfilled: shape, dtype and fill(out), which
+    writes out (a writable (shape) array, memory-mapped onto the cache file) in chunks, so an array
+    larger than memory goes to disk without ever being whole in RAM."""
+
+    def __init__(self, shape: tuple[int, ...], dtype, fill: Callable[[np.ndarray], None]):
+        self.shape, self.dtype, self.fill = tuple(int(s) for s in shape), np.dtype(dtype), fill
+
+    def in_memory(self) -> np.ndarray:
+        """Filled into RAM (only where the cache folder cannot be written)."""
+        out = np.empty(self.shape, self.dtype)
+        self.fill(out)
+        return out
 
 
-def fingerprint(x: np.ndarray | torch.Tensor, samples: int = 65536) -> str:
-    """Cheap content fingerprint: shape, dtype and the bytes of at most `samples` evenly strided
-    elements."""
-    flat = x.reshape(-1)
-    step = max(1, flat.shape[0] // samples)
-    part = flat[::step]
-    part = part.detach().cpu().numpy() if isinstance(part, torch.Tensor) else np.asarray(part)
-    h = hashlib.blake2b(digest_size=8)
-    h.update(f"{tuple(x.shape)} {part.dtype}".encode())
-    h.update(np.ascontiguousarray(part).tobytes())
-    return h.hexdigest()
+def _save(path: Path, a: "np.ndarray | Streamed") -> None:
+    """np.save, or for a Streamed array: a .npy memory map filled chunk by chunk; fsynced."""
+    if isinstance(a, Streamed):
+        mm = np.lib.format.open_memmap(path, mode="w+", dtype=a.dtype, shape=a.shape)
+        a.fill(mm)
+        mm.flush()
+        del mm
+        with open(path, "rb+") as f:
+            os.fsync(f.fileno())
+        return
+    with open(path, "wb") as f:
+        np.save(f, a, allow_pickle=False)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def _json_roundtrip(meta):
@@ -212,12 +222,11 @@ def _write_entry(key: str, arrays: dict[str, np.ndarray], meta) -> None:
         for name, a in arrays.items():
             fname = f"{slug}.{build}.{name}.npy"
             tmp = d / f"{fname}.tmp"
-            with open(tmp, "wb") as f:
-                np.save(f, a, allow_pickle=False)
-                f.flush()
-                os.fsync(f.fileno())
+            _save(tmp, a)
             os.replace(tmp, d / fname)
             done.append(d / fname)
+            if isinstance(a, Streamed):  # checksum read back from the file, 16 MB at a time
+                a = np.load(d / fname, mmap_mode="r", allow_pickle=False)
             entries[name] = dict(
                 file=fname,
                 shape=list(a.shape),
@@ -237,7 +246,8 @@ def _write_entry(key: str, arrays: dict[str, np.ndarray], meta) -> None:
         tmp.write_text(json.dumps(man, sort_keys=True))
         try:  # files of the entry this commit supersedes (only names inside the cache)
             old = [
-                e["file"] for e in json.loads((d / f"{slug}.json").read_text())["arrays"].values()
+                e["file"]
+                for e in json.loads((d / f"{slug}.json").read_text())["arrays"].values()
                 if inside(d, e["file"]) is not None
             ]
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
@@ -284,7 +294,8 @@ def cached_arrays(
 
     key: any string naming the content (include every parameter it depends on, e.g.
     "stats/mnist/N60000"); build: returns {name: ndarray} with names of letters, digits and '_' and
-    non-object dtypes; meta: optional JSON-able description of the inputs (e.g. source file sizes);
+    non-object dtypes (or `Streamed` arrays, written to disk chunk by chunk); meta: optional
+    JSON-able description of the inputs (e.g. source file sizes);
     an entry whose stored meta differs is rebuilt. Every load checks version, key, file sizes,
     shapes and dtypes; the first load of an entry in a process also checks its full checksum, and
     verify=True (or $GOLDDIFF_VERIFY_CACHE=1) checks it on every load. An invalid entry is rebuilt
@@ -307,7 +318,7 @@ def cached_arrays(
             f"The cache folder {_arrays_dir()} is not writable ({e}); '{key}' is kept in memory "
             "only."
         )
-        return _check_built(key, build())
+        return _in_memory(_check_built(key, build()))
     try:
         arrays, again = _read_entry(
             key, meta, verify
@@ -328,11 +339,15 @@ def cached_arrays(
             warnings.warn(
                 f"Could not write the cache entry '{key}' ({e}); it is kept in memory only."
             )
-            return built
+            return _in_memory(built)
     finally:
         lock.__exit__(None, None, None)
     arrays, _ = _read_entry(key, meta, False)
-    return arrays if arrays is not None else built
+    return arrays if arrays is not None else _in_memory(built)
+
+
+def _in_memory(arrays: dict) -> dict[str, np.ndarray]:
+    return {k: a.in_memory() if isinstance(a, Streamed) else a for k, a in arrays.items()}
 
 
 def _check_built(key: str, built) -> dict[str, np.ndarray]:
@@ -346,7 +361,7 @@ def _check_built(key: str, built) -> dict[str, np.ndarray]:
             raise TypeError(
                 f"Array name '{name}' for cache key '{key}' must use only letters, digits and '_'."
             )
-        a = np.ascontiguousarray(a)
+        a = a if isinstance(a, Streamed) else np.ascontiguousarray(a)
         if a.dtype.hasobject:
             raise TypeError(
                 f"Array '{name}' for cache key '{key}' has an object dtype, which cannot be cached."

@@ -6,19 +6,23 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import tempfile
 import warnings
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
-from .cache import cached_arrays
-from .datasets import Dataset, from_u8
+from .cache import Streamed, cache_dir, cached_arrays
+from .datasets import OUT_OF_CORE_BYTES, Dataset, from_u8
 from .memory import check_memory
 
 # ----------------------------------------------------------------------------- image folders
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 FOLDER_DEFAULT_RES = 32
+DECODE_CHUNK = 256  # images one decoder process handles at a time
+PARALLEL_FROM = 2 * DECODE_CHUNK  # folders with fewer images are decoded in this process
 MAX_PIXELS = 89_478_485  # PIL's own decompression-bomb limit (Image.MAX_IMAGE_PIXELS)
 MAX_ASPECT = 64  # longest / shortest side: beyond it the resize to res would be huge
 LINKS_ENV = "GOLDDIFF_FOLLOW_LINKS"  # "1": also load file links that point outside the folder
@@ -112,10 +116,11 @@ def _to_rgb_square(im, res: int) -> np.ndarray:
     return np.asarray(im.crop((left, top, left + res, top + res)), dtype=np.uint8)
 
 
-def _decode_folder(root: Path, files: list[Path], res: int) -> dict[str, np.ndarray]:
+def _decode_files(files: list[Path], res: int) -> np.ndarray:
+    """(n, res, res, 3) uint8 of the files (`_to_rgb_square`); ValueError naming a bad file."""
     from PIL import Image
 
-    out = np.empty((len(files), res, res, 3), np.uint8)  # (N, res, res, 3)
+    out = np.empty((len(files), res, res, 3), np.uint8)
     for i, p in enumerate(files):
         try:
             with Image.open(p) as im:
@@ -129,8 +134,66 @@ def _decode_folder(root: Path, files: list[Path], res: int) -> dict[str, np.ndar
             ) from None
         if bad is not None:
             raise ValueError(bad)
-    colour = bool(np.any(out[..., 0] != out[..., 1]) or np.any(out[..., 1] != out[..., 2]))
-    images = out.transpose(0, 3, 1, 2) if colour else out[..., :1].transpose(0, 3, 1, 2)
+    return out
+
+
+def _decode_into(rgb: np.ndarray, files: list[Path], res: int) -> bool:
+    """Decode files into rgb (N, res, res, 3) in chunks of DECODE_CHUNK, on several processes for a
+    large folder, with a progress bar (stderr); returns whether any pixel has unequal R, G, B."""
+    from tqdm import tqdm
+
+    parts = [files[i : i + DECODE_CHUNK] for i in range(0, len(files), DECODE_CHUNK)]
+    workers = min(os.cpu_count() or 1, len(parts)) if len(files) >= PARALLEL_FROM else 1
+    colour, start = False, 0
+    with tqdm(total=len(files), unit="img", desc="decoding folder", disable=None) as bar:
+        with ProcessPoolExecutor(workers) if workers > 1 else _Serial() as pool:
+            for out in pool.map(_decode_files, parts, [res] * len(parts)):
+                rgb[start : start + len(out)] = out
+                colour = colour or bool(np.any(out[..., 0] != out[..., 1]))
+                colour = colour or bool(np.any(out[..., 1] != out[..., 2]))
+                start += len(out)
+                bar.update(len(out))
+    return colour
+
+
+class _Serial:
+    """The in-process stand-in for a process pool (small folders)."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def map(self, fn, *its):
+        return map(fn, *its)
+
+
+def _decode_folder(root: Path, files: list[Path], res: int) -> dict:
+    """The folder's arrays for the cache, streamed: decoded chunk by chunk into a temporary
+    (N, res, res, 3) memory map, then copied channel-first (C = 3, or 1 when no pixel has colour)
+    into the cache file, so no step holds the whole folder in RAM."""
+    tmp_dir = cache_dir() / "tmp"
+    try:
+        tmp_dir.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        tmp_dir = None  # the system's temp folder
+    fd, tmp = tempfile.mkstemp(suffix=".npy", dir=tmp_dir)
+    os.close(fd)
+    try:
+        rgb = np.lib.format.open_memmap(tmp, "w+", np.uint8, (len(files), res, res, 3))
+        C = 3 if _decode_into(rgb, files, res) else 1
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+    def fill(out: np.ndarray) -> None:  # out: (N, C, res, res)
+        try:
+            for i in range(0, len(files), 4096):
+                out[i : i + 4096] = rgb[i : i + 4096, :, :, :C].transpose(0, 3, 1, 2)
+        finally:
+            os.unlink(tmp)
+
     tops = [p.relative_to(root).parts for p in files]
     if all(len(t) > 1 for t in tops):
         classes = sorted({t[0] for t in tops})
@@ -138,7 +201,7 @@ def _decode_folder(root: Path, files: list[Path], res: int) -> dict[str, np.ndar
     else:
         classes, labels = [], np.full(len(files), -1, np.int64)
     return {
-        "images": np.ascontiguousarray(images),
+        "images": Streamed((len(files), C, res, res), np.uint8, fill),
         "labels": labels,
         "classes": np.array(classes, dtype=np.str_) if classes else np.zeros(0, "<U1"),
     }
@@ -190,9 +253,12 @@ def load_folder(name: str) -> Dataset:
         st = p.stat()
         listing.update(os.fsencode(p.relative_to(root)))
         listing.update(f"\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-    # before any file is opened: the decoded uint8 array, its transposed copy and the float32 images
+    # before any file is opened: the float32 images when they stay in RAM (in-core), and the
+    # chunks the decoders hold at once (the decoded pixels stream through a memory map to disk)
+    images_f32 = len(files) * res * res * 3 * 4
     check_memory(
-        len(files) * res * res * 3 * (2 + 4),
+        (images_f32 if images_f32 <= OUT_OF_CORE_BYTES else 0)
+        + 4 * min(DECODE_CHUNK, len(files)) * res * res * 3,
         f"decoding {len(files):,} images of {shown(root)} at {res}x{res}",
         "lower ?res= or use fewer images",
     )

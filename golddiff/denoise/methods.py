@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -23,6 +23,7 @@ from ..core.summaries import perplexity
 from ..data.datasets import Dataset
 from ..data.memory import check_memory
 from .adaptive import DRAWS_PER_K, adaptive_aggregate, proposal_temper, proxy_proposal
+from .output import DenoiseOutput
 from .corpus import (
     Corpus,
     get_corpus,
@@ -35,29 +36,6 @@ from .corpus import (
 from .params import METHODS, DenoiserParams
 from .retrieval import check_backend, fine_select, proxy_factor, search_recall
 from .streams import DRAWS, SampleStreams
-
-
-@dataclass
-class DenoiseOutput:
-    x0_hat: torch.Tensor  # (B, D) the x0 estimate
-    method: str  # the method that made it (hybrid: "wiener" or "golddiff")
-    pixel_entropy: torch.Tensor | None = None  # (B, D) per-pixel posterior entropy H(m), nats
-    subset: torch.Tensor | None = None  # (B, k_t) dataset indices of the golden subset S_t
-    subset_weight: torch.Tensor | None = (
-        None  # (B, k_t) mean over pixels of each subset image's weight
-    )
-    m_t: int | None = None  # coarse pool size
-    k_t: int | None = None  # golden subset size
-    timings: dict = field(default_factory=dict)  # seconds: screen, select, aggregate
-    search_recall: torch.Tensor | None = (
-        None  # (B,) share of the exact proxy top-k_max an approximate
-    )
-    # search found (None when the search was exact)
-    pool_nearest: torch.Tensor | None = (
-        None  # (B,) bool: the sample screened all N (nearest) this step
-    )
-    k_b: torch.Tensor | None = None  # (B,) adaptive: images aggregated per sample (its own k_t)
-    error_est: torch.Tensor | None = None  # (B,) adaptive: estimated one-step 1 - r^2
 
 
 def _sync(device: torch.device) -> None:
@@ -152,7 +130,7 @@ class PCALocalityDenoiser(Denoiser):
     def _denoise(self, x_t, t, abar, generator):
         M = self.mask(t, abar)
         t0 = time.perf_counter()
-        acc = locality_scan(x_t, self.corpus.X, M, abar, self.temperature)
+        acc = locality_scan(x_t, self.corpus, M, abar, self.temperature)
         x0, H = acc.mean(), acc.entropy()
         _sync(self.device)
         return DenoiseOutput(
@@ -271,11 +249,11 @@ class GoldDiffDenoiser(PCALocalityDenoiser):
         _sync(self.device)
         t1 = time.perf_counter()
         # 2. fine: full-resolution distance, keep the k_t nearest -> golden subset S_t
-        S = fine_select(x_t, corpus.X, corpus.sqnorm, cand, sqrt_abar, k_t)  # (B, k_t)
+        S = fine_select(x_t, corpus, corpus.sqnorm, cand, sqrt_abar, k_t)  # (B, k_t)
         _sync(self.device)
         t2 = time.perf_counter()
         # 3. aggregate: exact per-pixel PCA-locality softmax over S_t only
-        x0, H, wmean = locality_subset(x_t, corpus.X, M, abar, self.temperature, S=S)
+        x0, H, wmean = locality_subset(x_t, corpus, M, abar, self.temperature, S=S)
         _sync(self.device)
         t3 = time.perf_counter()
         # diagnostics (untimed): recall of an approximate search against the exact proxy top-k_max
@@ -301,6 +279,11 @@ class GoldDiffDenoiser(PCALocalityDenoiser):
         """subset="adaptive" (denoise/adaptive.py): importance draws from a proxy proposal, per
         sample until the estimated error is below the tolerance; the proposal is the screen."""
         corpus, p = self.corpus, self.params
+        if corpus.X is None:
+            raise ValueError(
+                f"subset='adaptive' needs '{corpus.data.name}' in memory, and it is out-of-core "
+                f"(N={corpus.N}); use subset='schedule' or a smaller dataset."
+            )
         M = self.mask(t, abar)
         index = corpus.proxy(p.low_res, p.backend, p.nlist)
         t0 = time.perf_counter()
@@ -312,7 +295,14 @@ class GoldDiffDenoiser(PCALocalityDenoiser):
         if isinstance(generator, SampleStreams):  # each sample's draws from its own stream
             generator = generator.generators(DRAWS, t)
         res = adaptive_aggregate(
-            x_t, corpus.X, M, abar, self.temperature, q, p.tolerance, DRAWS_PER_K * self.k_max,
+            x_t,
+            corpus.X,
+            M,
+            abar,
+            self.temperature,
+            q,
+            p.tolerance,
+            DRAWS_PER_K * self.k_max,
             generator,
         )
         _sync(self.device)
@@ -333,6 +323,22 @@ class GoldDiffDenoiser(PCALocalityDenoiser):
     def mask_density(M: torch.Tensor) -> float:
         """Share of nonzero entries of the mask M (D, D) (cached with its pattern)."""
         return MASK_PATTERNS.get(M)["density"]
+
+    @torch.inference_mode()
+    def screen_recall(self, states: list[tuple[torch.Tensor, float]]) -> float | None:
+        """Mean recall of the approximate (faiss-ivf) screen of all N against the exact proxy
+        top-k_max over states [(x_t (B, D), abar), ...]; None when the screen is exact."""
+        p = self.params
+        index = self.corpus.proxy(p.low_res, p.backend, p.nlist)
+        k = min(self.k_max, self.corpus.N)
+        if not index.approximate or not index.uses_index(k, None):
+            return None
+        vals = []
+        for x_t, abar in states:
+            q, s = index.query(x_t.to(self.device)), math.sqrt(abar)
+            found = index.search(q, s, k, None, p.nprobe)
+            vals.append(search_recall(found, index.search(q, s, k, None, exact=True)).mean())
+        return float(torch.stack(vals).mean()) if vals else None
 
 
 class HybridDenoiser(Denoiser):

@@ -25,7 +25,6 @@ against
 
 from __future__ import annotations
 
-import hashlib
 import math
 import warnings
 from pathlib import Path
@@ -35,7 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from ..core.posterior import sq_dists
-from ..data.cache import atomic_write, cache_dir, inside, remove_stale_temps
+from .faiss_index import add_all, load_ivf, search_within, uses_pq
 
 BACKENDS = ("torch", "faiss", "faiss-ivf")
 APPROXIMATE = ("faiss-ivf",)
@@ -44,6 +43,8 @@ GPU_MAX_K = (
 )
 PROBE_MULT = 4.0  # auto nprobe: probe lists expected to hold PROBE_MULT * k of the screened points
 BLOCK_ELEMS = 16 * 1024 * 1024  # elements of one (rows, N) distance block (~64 MB in float32)
+REFINE = 2  # IVF-PQ returns REFINE * k by code distance; the exact proxy distance keeps k
+GATHER_ELEMS = 8 * 1024 * 1024  # out-of-core pools up to B * m * d elements: gather their proxies
 
 
 def proxy_factor(shape: tuple[int, int, int], low_res: int) -> int:
@@ -66,11 +67,10 @@ def to_proxy(x: torch.Tensor, shape: tuple[int, int, int], low_res: int) -> torc
     return F.avg_pool2d(x.reshape(-1, C, H, W), f).reshape(x.shape[0], -1)
 
 
-def gathered_sq_dists(
-    q: torch.Tensor, X: torch.Tensor, sqnorm: torch.Tensor, idx: torch.Tensor, scale: float
-) -> torch.Tensor:
-    """||q_b - scale x_{idx[b, j]}||^2. q: (B, d); X: (N, d); idx: (B, k). Returns (B, k)."""
-    Xg = X[idx]  # (B, k, d)
+def gathered_sq_dists(q: torch.Tensor, X, sqnorm: torch.Tensor, idx: torch.Tensor, scale: float):
+    """||q_b - scale x_{idx[b, j]}||^2. q: (B, d); X: (N, d) or a corpus with rows(idx); idx: (B,
+    k). Returns (B, k)."""
+    Xg = X[idx].float() if isinstance(X, torch.Tensor) else X.rows(idx)  # (B, k, d)
     dots = torch.einsum("bd,bkd->bk", q, Xg)
     return (
         q.square().sum(1, keepdim=True) - 2.0 * scale * dots + scale * scale * sqnorm[idx]
@@ -92,6 +92,8 @@ def exact_topk(
     the pool are masked to +inf before topk. k must be <= N (and <= m with a pool).
     """
     B, N = q.shape[0], X.shape[0]
+    if X.dtype != torch.float32:
+        return _chunked_topk(q, X, sqnorm, scale, k, pool)
     rows = max(1, BLOCK_ELEMS // max(1, N))
     out = []
     for i in range(0, B, rows):
@@ -101,6 +103,26 @@ def exact_topk(
             d.masked_fill_(outside, math.inf)
         out.append(d.topk(k, dim=1, largest=False).indices)
     return torch.cat(out)
+
+
+def _chunked_topk(q, X, sqnorm, scale, k, pool=None) -> torch.Tensor:
+    """exact_topk over row chunks of X (N, d) of any float dtype, each converted to float32: the
+    (B, N) distances are never held at once. Returns (B, k) indices."""
+    B, N = q.shape[0], X.shape[0]
+    step = max(k, BLOCK_ELEMS // max(1, B))
+    member = None
+    if pool is not None:  # (B, N) bool
+        member = torch.zeros(B, N, dtype=torch.bool, device=q.device).scatter_(1, pool, True)
+    best_d = torch.empty(B, 0, device=q.device)
+    best_i = torch.empty(B, 0, dtype=torch.long, device=q.device)
+    for i in range(0, N, step):
+        d = sq_dists(q, X[i : i + step].float(), sqnorm[i : i + step], scale)  # (B, c)
+        if member is not None:
+            d.masked_fill_(~member[:, i : i + step], math.inf)
+        idx = torch.arange(i, i + d.shape[1], device=q.device).expand(B, -1)
+        best_d, j = torch.cat([best_d, d], 1).topk(min(k, best_d.shape[1] + d.shape[1]), 1, False)
+        best_i = torch.cat([best_i, idx], 1).gather(1, j)
+    return best_i
 
 
 def default_nlist(N: int) -> int:
@@ -164,7 +186,9 @@ class ProxyIndex:
     m) indices, or among all N when pool is None.
 
     X: (N, D) images on the corpus device; name: dataset name for the on-disk IVF cache key;
-    P: optional precomputed proxies (N, d) to share between backends of the same low_res.
+    P: optional precomputed proxies (N, d) to share between backends of the same low_res (float16
+    for a large out-of-core corpus); pool_index: screen random pools without a (B, N) scan (the IVF
+    index with an id selector, or the pool's gathered proxies), for out-of-core corpora.
     """
 
     def __init__(
@@ -176,11 +200,16 @@ class ProxyIndex:
         nlist: int | None = None,
         name: str = "data",
         P: torch.Tensor | None = None,
+        pool_index: bool = False,
     ):
         check_backend(backend, nlist)
         self.shape, self.low_res, self.backend = shape, low_res, backend
         self.P = (to_proxy(X, shape, low_res) if P is None else P).contiguous()  # (N, d)
-        self.sqnorm = self.P.square().sum(1)  # (N,)
+        self.sqnorm = torch.cat(
+            [self.P[i : i + 65536].float().square().sum(1) for i in range(0, self.N, 65536)]
+        )  # (N,)
+        self.pool_index = pool_index  # pools: gathered proxies or the IVF index, not a (B, N) scan
+        self.pq = backend == "faiss-ivf" and uses_pq(self.N, self.d)
         self.nlist = None
         self.gpu = False
         self.cache_path: Path | None = None
@@ -214,29 +243,18 @@ class ProxyIndex:
         """
         import faiss
 
-        Pn = np.ascontiguousarray(self.P.detach().float().cpu().numpy())  # (N, d) float32
         if self.backend == "faiss":
             index = faiss.IndexFlatL2(self.d)
-            index.add(Pn)
+            add_all(index, self.P)
         else:
-            digest = hashlib.sha1(Pn.tobytes()).hexdigest()[:12]
-            safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in name)
-            C, H, W = self.shape
-            self.cache_path = (
-                cache_dir()
-                / "faiss"
-                / f"{safe}-n{self.N}-{C}x{H}x{W}-p{self.low_res}-ivf{self.nlist}-{digest}.index"
-            )
-            index = _load_ivf(self.cache_path, self.N, self.d, self.nlist)
-            if index is None:
-                index = faiss.IndexIVFFlat(faiss.IndexFlatL2(self.d), self.d, self.nlist)
-                index.train(Pn)
-                index.add(Pn)
-                _save_index(self.cache_path, index)
+            index, self.cache_path = load_ivf(self.P, self.shape, self.low_res, self.nlist, name)
         if _faiss_gpu(self.P.device):
-            self._res = faiss.StandardGpuResources()
-            index = faiss.index_cpu_to_gpu(self._res, self.P.device.index or 0, index)
-            self.gpu = True
+            try:
+                self._res = faiss.StandardGpuResources()
+                index = faiss.index_cpu_to_gpu(self._res, self.P.device.index or 0, index)
+                self.gpu = True
+            except RuntimeError as e:  # e.g. a PQ code size the GPU kernels do not support
+                warnings.warn(f"faiss kept the {self.backend} index on the CPU: {e}")
         return index
 
     def query(self, x_t: torch.Tensor) -> torch.Tensor:
@@ -281,64 +299,55 @@ class ProxyIndex:
         if pool is not None:
             if pool.shape[1] <= k:
                 return pool
+            if self.pool_index and not exact:
+                return self._pool_search(q, scale, k, pool, nprobe)
             return exact_topk(q, self.P, self.sqnorm, scale, k, pool)
         k = min(k, self.N)
         if exact or not self.uses_index(k, pool):
             return exact_topk(q, self.P, self.sqnorm, scale, k)
+        return self._index_search(q, scale, k, nprobe)
+
+    def _pool_search(self, q, scale, k, pool, nprobe) -> torch.Tensor:
+        """Out-of-core pool screen (B, k): the pool's gathered proxies when B * m * d is small, else
+        the IVF index restricted to each pool by an id selector, else a chunked exact scan."""
+        B, m = pool.shape
+        if B * m * self.d <= GATHER_ELEMS:
+            d = gathered_sq_dists(q, self.P, self.sqnorm, pool, scale)  # (B, m)
+            return pool.gather(1, d.topk(k, dim=1, largest=False).indices)
+        if self.backend == "faiss-ivf" and not self.gpu:  # GPU indexes take no id selector
+            return self._index_search(q, scale, k, nprobe, pool)
+        return exact_topk(q, self.P, self.sqnorm, scale, k, pool)
+
+    def _index_search(self, q, scale, k, nprobe, pool=None) -> torch.Tensor:
+        """The faiss search of the k nearest (B, k), over all N or within pool (B, m) (IVF only).
+        IVF-PQ finds REFINE * k by code distance and keeps the k nearest by exact proxy distance."""
         import faiss
 
-        qs = np.ascontiguousarray(
-            (q / scale).detach().float().cpu().numpy()
-        )  # (B, d): same ranking
-        params = None
+        qs = np.ascontiguousarray((q / scale).detach().float().cpu().numpy())  # same ranking
+        m = self.N if pool is None else int(pool.shape[1])
+        kk = min(m, REFINE * k if self.pq else k)
+        n = None
         if self.backend == "faiss-ivf":
-            n = self.nprobe_for(k, nprobe)
-            if self.gpu:
+            n = int(min(self.nlist, nprobe)) if nprobe else auto_nprobe(self.nlist, kk, m)
+        if pool is None:
+            params = None
+            if n is not None and self.gpu:
                 self._faiss.nprobe = n
-            else:
+            elif n is not None:
                 params = faiss.SearchParametersIVF(nprobe=n)
-        _, idx = self._faiss.search(qs, k, params=params)  # (B, k) int64, -1 = none
+            _, idx = self._faiss.search(qs, kk, params=params)  # (B, kk) int64, -1 = none
+        else:
+            pools = pool.cpu().numpy()
+            idx = np.concatenate(
+                [search_within(self._faiss, qs[b : b + 1], kk, n, p) for b, p in enumerate(pools)]
+            )
         idx = torch.from_numpy(idx).to(q.device)
-        if (idx < 0).any():  # fewer than k found in the probed lists: fill from the exact path
-            idx = _fill_missing(idx, exact_topk(q, self.P, self.sqnorm, scale, k))
+        if (idx < 0).any():  # fewer than kk found in the probed lists: fill from the exact path
+            idx = _fill_missing(idx, exact_topk(q, self.P, self.sqnorm, scale, kk, pool))
+        if kk > k:  # re-rank the PQ candidates by their exact proxy distance
+            d = gathered_sq_dists(q, self.P, self.sqnorm, idx, scale)  # (B, kk)
+            idx = idx.gather(1, d.topk(k, dim=1, largest=False).indices)
         return idx
-
-
-def _load_ivf(path: Path, N: int, d: int, nlist: int):
-    """The cached IndexIVFFlat at `path` when it is a readable index of that type and size inside
-    the cache, else None (the caller rebuilds it)."""
-    import faiss
-
-    p = inside(path.parent, path.name)
-    try:
-        if p is None or not p.is_file():
-            return None
-        index = faiss.read_index(str(p))
-    except (RuntimeError, OSError):
-        return None  # unreadable cache: rebuild and overwrite it
-    if not isinstance(index, faiss.IndexIVFFlat):
-        return None  # a valid index of another type
-    if index.ntotal != N or index.d != d or index.nlist != nlist:
-        return None
-    return index
-
-
-def _save_index(path: Path, index) -> None:
-    """Write the index atomically; when the cache cannot take it (read-only, not a folder, disk
-    full) keep it in memory only, with a warning, as the array cache does."""
-    import faiss
-
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        remove_stale_temps(path.parent)  # left by a killed writer
-        atomic_write(path, lambda tmp: faiss.write_index(index, str(tmp)))
-    except (OSError, RuntimeError) as e:
-        warnings.warn(
-            f"The faiss index cache {path.parent} is not writable ({e}); the index is kept in "
-            "memory only.",
-            stacklevel=3,
-        )
-
 
 def _fill_missing(idx: torch.Tensor, exact: torch.Tensor) -> torch.Tensor:
     """Replace the -1 entries of idx (B, k) with exact results that idx lacks, keeping rows
@@ -358,7 +367,7 @@ def search_recall(found: torch.Tensor, exact: torch.Tensor) -> torch.Tensor:
 
 def fine_select(
     x_t: torch.Tensor,
-    X: torch.Tensor,
+    X,
     sqnorm: torch.Tensor,
     cand: torch.Tensor,
     scale: float,
@@ -369,15 +378,17 @@ def fine_select(
 
     When the candidates cover a large share of N (B * c >= N / 4), one (B, N) matmul and a gather
     beat gathering the (B, c, D) rows: 18 ms against 63 ms on Fashion-MNIST with B = 8, c =
-    6,000, N = 60,000.
+    6,000, N = 60,000. X: the (N, D) rows or the corpus (its X, or `rows` when out-of-core).
     """
     if cand.shape[1] <= k:
         return cand
     B, n_cand = cand.shape
-    if 4 * B * n_cand >= X.shape[0] and B * X.shape[0] <= BLOCK_ELEMS:
-        d = sq_dists(x_t, X, sqnorm, scale).gather(1, cand)  # (B, c)
+    full = X if isinstance(X, torch.Tensor) else X.X  # (N, D), None when out-of-core
+    if full is not None and 4 * B * n_cand >= full.shape[0] and B * full.shape[0] <= BLOCK_ELEMS:
+        d = sq_dists(x_t, full, sqnorm, scale).gather(1, cand)  # (B, c)
     else:  # gathered rows in blocks of samples: never more than BLOCK_ELEMS of (b, c, D)
-        rows = max(1, BLOCK_ELEMS // max(1, n_cand * X.shape[1]))
+        D = full.shape[1] if full is not None else int(x_t.shape[1])
+        rows = max(1, BLOCK_ELEMS // max(1, n_cand * D))
         d = torch.cat(
             [
                 gathered_sq_dists(x_t[i : i + rows], X, sqnorm, cand[i : i + rows], scale)

@@ -100,7 +100,7 @@ class EmbeddingMap:
                     "Some images are outside the embedded sample and the map has no dataset "
                     "attached; build or load the map with its dataset."
                 )
-            out[~found] = self.transform(self.data.flat()[torch.from_numpy(idx[~found])])
+            out[~found] = self.transform(self.data.rows(idx[~found]))
         return out
 
 
@@ -154,7 +154,7 @@ def load_map(
     """The cached map of `data` with these parameters, or None when it has not been built yet."""
     params = _params(data, max_points, seed, n_neighbors, min_dist)
     idx = sample_index(data.N, params["max_points"], seed)
-    points = data.flat()[torch.from_numpy(idx)].float().contiguous()  # (n, D)
+    points = data.rows(idx).float().contiguous()  # (n, D)
     if params["method"] == "identity":
         return EmbeddingMap(points.numpy().copy(), idx, points, params, data)
     path = cache_path(params, _content(points))
@@ -246,7 +246,7 @@ def build_map(
         return cached
     params = _params(data, max_points, seed, n_neighbors, min_dist)
     idx = sample_index(data.N, params["max_points"], seed)
-    points = data.flat()[torch.from_numpy(idx)].float().contiguous()  # (n, D)
+    points = data.rows(idx).float().contiguous()  # (n, D)
     try:
         import umap
     except ImportError:

@@ -96,7 +96,7 @@ def wiener_gap(
     corpus = get_corpus(data, device)
     g = torch.Generator().manual_seed(int(seed))
     idx = torch.randperm(corpus.N, generator=g)[: min(n, corpus.N)]
-    x0 = corpus.X[idx]  # (n, D)
+    x0 = corpus.rows(idx)  # (n, D)
     eps = torch.randn(x0.shape, generator=g).to(corpus.device)
     out = {k: [] for k in ("t", "snr", "mse", "r2", "ppl_frac")}
     for t in ts:

@@ -229,7 +229,7 @@ def posterior_profile(
     rows = {k: [] for k in ("t", "snr", "entropy", "perplexity", "ess", "k99", "w_true")}
     sorted_w = []
     for t in ts:
-        x_t = schedule.noise(corpus.X[index : index + 1], t, eps)
+        x_t = schedule.noise(corpus.rows(torch.tensor([index])), t, eps)
         w = global_posterior(x_t, corpus, schedule.abar(t), tau)  # (1, N)
         rows["t"].append(t)
         rows["snr"].append(schedule.snr(t))
@@ -259,13 +259,18 @@ def pixel_spread(data: Dataset, traj: Trajectory, step: int, sample: int, device
     if rec.method == "wiener":
         return None
     corpus = get_corpus(data, device)
+    if corpus.X is None and (rec.method == "optimal" or rec.subset_idx is None):
+        return None  # out-of-core: a spread over all N would re-read the corpus for every view
     p = DenoiserParams.from_mapping(traj.meta.get("params", {})).resolve(corpus.N, corpus.shape)
     x = torch.as_tensor(rec.x_t[sample].reshape(-1), dtype=torch.float32, device=corpus.device)
     if rec.method == "optimal":
         w = global_posterior(x[None], corpus, rec.abar, p.temperature)[0]  # (N,)
         mean, m2 = w @ corpus.X, w @ corpus.X.square()  # (D,)
     else:
-        rows = corpus.X if rec.subset_idx is None else corpus.X[rec.subset_idx[sample]]  # (k, D)
+        if rec.subset_idx is None:
+            rows = corpus.X  # (N, D)
+        else:
+            rows = corpus.rows(torch.as_tensor(rec.subset_idx[sample], dtype=torch.long))  # (k, D)
         M = corpus.stats.mask(rec.t, rec.abar, p.mask_threshold, p.mask_rule)
         op = mask_operator(M, rec.abar, p.temperature)
         first, second = StreamingSoftmax(), StreamingSoftmax()

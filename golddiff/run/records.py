@@ -15,10 +15,10 @@ from dataclasses import dataclass, fields
 import numpy as np
 import torch
 
-from ..core.posterior import StreamingSoftmax, global_logits
+from ..core.posterior import StreamingSoftmax
 from ..core.summaries import captured_mass, entropy, ess, k_mass, mse01, perplexity, r2, topk_recall
 from ..data.memory import check_memory
-from ..denoise.corpus import Corpus, locality_scan
+from ..denoise.corpus import Corpus, corpus_logits, locality_scan
 from ..denoise.methods import DenoiseOutput
 
 # Display names, shared by the CLI table and the app.
@@ -138,7 +138,7 @@ class CorpusPosterior:
         with `ranked` (B, n) dataset indices, their global weights as ranked_global_w."""
         corpus, B = self.corpus, x_t.shape[0]
         check_diagnostics_memory(B, corpus, x_t.device)
-        logits = global_logits(x_t, corpus.X, corpus.sqnorm, abar, tau)  # (B, N)
+        logits = corpus_logits(x_t, corpus, abar, tau)  # (B, N), chunked when out-of-core
         w = torch.softmax(logits, dim=1)  # the global posterior
         top = w.topk(min(top_n, corpus.N), dim=1)
         out = dict(
@@ -170,7 +170,7 @@ class CorpusPosterior:
             flag = torch.zeros(
                 x_t.shape[0], self.corpus.N, dtype=torch.bool, device=x_t.device
             ).scatter_(1, subset, True)
-        return locality_scan(x_t, self.corpus.X, M, abar, tau, flag)
+        return locality_scan(x_t, self.corpus, M, abar, tau, flag)
 
 
 def make_record(
