@@ -11,9 +11,8 @@ Names `load_dataset` understands:
 
 File-backed sets are searched, in order, in $GOLDDIFF_DATA/<name>/, /usr/share/datasets/<name>/
 (Debian packages, e.g. dataset-fashion-mnist) and <cache>/downloads/<name>/; when none holds them
-they are downloaded from the official host (md5 checked) unless $GOLDDIFF_OFFLINE is set. Decoded
-images are cached once as uint8 .npy files under <cache>/arrays/ (see `cached_arrays`) and
-memory-mapped on later loads.
+they are downloaded (md5 checked) unless $GOLDDIFF_OFFLINE is set. Decoded images are cached once
+as uint8 .npy files under <cache>/arrays/ (`cached_arrays`) and memory-mapped on later loads.
 """
 
 from __future__ import annotations

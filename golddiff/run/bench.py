@@ -1,20 +1,13 @@
 """Side-by-side timing and fidelity of methods from the same start noise.
 
 `compare(...)` is the one place where methods are run against each other: the CLI `bench` table and
-the
-app's Compare page both call it. Fidelity is measured against the full-scan PCA-locality denoiser:
-final samples from the same x_T, and one step at the same x_t (the reference trajectory's states).
-
-Timings are medians over the steps of one run of the denoiser call alone (diagnostics are computed
-outside it).
+the app's Compare page both call it. Fidelity is measured against the full-scan PCA-locality
+denoiser: final samples from the same x_T, and one step at the same x_t (the reference's states).
+Timings are medians over the steps of one run of the denoiser call alone (diagnostics outside it).
 Peak memory (`peak_mb`) is what one method's run adds on top of what the process held before it:
-  CPU:  the peak resident set size (Linux VmHWM, reset through /proc/self/clear_refs before each
-  method; where
-        that cannot be reset, the growth of getrusage ru_maxrss, which only sees new process-wide
-        peaks) minus
-        the resident set before the run. It includes the sampler's diagnostics and any cache the run
-        builds
-        (statistics, masks, proxy index), so the first method pays for the shared caches.
+  CPU:  the peak resident set (Linux VmHWM, reset through /proc/self/clear_refs before each method;
+        where that cannot be reset, the growth of getrusage ru_maxrss) minus the resident set
+        before the run, caches the run builds included (the first method pays for them).
   CUDA: torch.cuda.max_memory_allocated during the run minus the memory allocated before it.
 """
 
