@@ -180,7 +180,7 @@ def test_folder_decoded_on_several_processes_equals_one_process(tmp_path, monkey
         sub = tmp_path / "imgs" / ("a" if i % 2 else "b")
         sub.mkdir(parents=True, exist_ok=True)
         Image.fromarray(rng.integers(0, 256, (20, 24, 3), dtype=np.uint8)).save(sub / f"{i}.png")
-    files = folder._list_images(tmp_path / "imgs")
+    files, _ = folder._list_images(tmp_path / "imgs")
     serial = folder._decode_files(files, 16)  # (23, 16, 16, 3), one process
     monkeypatch.setattr(folder, "DECODE_CHUNK", 5)
     monkeypatch.setattr(folder, "PARALLEL_FROM", 10)
