@@ -261,8 +261,12 @@ def global_scan(x_t: torch.Tensor, corpus: Corpus, abar: float, tau: float) -> S
     acc = StreamingSoftmax()
     B = x_t.shape[0]
     step = max(1024, CHUNK_ELEMS // max(1, B * 8))
+    if corpus.out_of_core:  # each chunk is converted to float32: (step, D) stays ~64 MB
+        step = min(step, chunk_rows(1, corpus.D))
     check_memory(
-        4 * B * min(step, corpus.N) * 4 + 4 * B * corpus.D * 4,
+        4 * B * min(step, corpus.N) * 4
+        + 4 * B * corpus.D * 4
+        + corpus.out_of_core * min(step, corpus.N) * corpus.D * 4,
         f"the full-scan optimal step for n={B} samples over N={corpus.N} images",
         "lower --n",
         x_t.device,
