@@ -115,6 +115,7 @@ def test_run_scrub_and_screenshot(server, tmp_path):
         page.wait_for_function(
             "document.querySelectorAll('.js-plotly-plot').length >= 5", timeout=60_000
         )
+        page.wait_for_function(SHOWN_JS, arg=[999], timeout=60_000, polling=200)
         run_s = time.perf_counter() - t0
         assert page.evaluate(METRIC_JS, ["t (timestep)"]) == "999"
         k_first = page.evaluate(METRIC_JS, ["k_t (golden subset)"])
