@@ -283,7 +283,8 @@ def miss_warning(traj, step: int, sample: int) -> str | None:
     lost = missed(traj, step, sample)
     return (
         f"**The golden subset missed the posterior.** At t = {rec.t} the exact posterior spreads "
-        f"over about {ppl:.3g} images, fewer than the subset's k_t = {rec.k_t:,}, yet $S_t$ holds "
+        f"over about {ppl:.3g} image{'' if f'{ppl:.3g}' == '1' else 's'}, fewer than the subset's "
+        f"k_t = {rec.k_t:,}, yet $S_t$ holds "
         f"only W_S = {ws:.3f} of its weight"
         + (
             f" ({len(lost)} of its top {TOP_SIZE} images are not in $S_t$, marked MISSED)"
