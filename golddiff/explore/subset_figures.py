@@ -58,7 +58,12 @@ def frontier_figure(js: dict, key: str = "speedup") -> go.Figure:
         )
     )
     ref = js["reference"]
-    fig.update_xaxes(type="log", title_text=f"speedup vs full-scan {ref}, same run: {_SPEED[key]}")
+    fig.update_xaxes(
+        type="log",
+        title_text=f"speedup vs full-scan {ref}, same run: {_SPEED[key]}",
+        tickvals=[1, 2, 5, 10, 20, 50, 100, 200, 500],  # whole speedups, not log minor digits
+        ticktext=["1x", "2x", "5x", "10x", "20x", "50x", "100x", "200x", "500x"],
+    )
     fig.update_yaxes(title_text="final r² vs full scan (bar: down to the worst sample)")
     fig.update_layout(
         height=420,
