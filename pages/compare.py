@@ -123,7 +123,8 @@ if fr is not None:
 out = st.session_state.get("compare")
 if out is None:
     st.info(
-        "Press **Run comparison**. On mnist-5k with the sidebar defaults it takes a few seconds on a CPU."
+        f"Press **Run comparison**. It runs every method on **{cfg.dataset}** with the sidebar "
+        "settings; on mnist-5k with the defaults that takes a few seconds on a CPU."
     )
     st.stop()
 if out["key"] != key:
@@ -237,8 +238,9 @@ left.plotly_chart(
 right.markdown(
     "The **optimal** (empirical-Bayes) denoiser's posterior collapses onto one training image, so its samples "
     "are copies: distance about 0. The **local** methods (pca, golddiff, hybrid) combine different training "
-    "images in different pixel neighbourhoods, so their samples lie at least as far from "
-    "every training image as two distinct training images lie from each other (dotted line). **wiener** is a single Gaussian: new, but blurry."
+    "images in different pixel neighbourhoods, so their samples are not copies: their distances "
+    "sit near the typical gap between two distinct training images (dotted line), some a little "
+    "below it, none near 0. **wiener** is a single Gaussian: new, but blurry."
 )
 
 if out["ablation"] is not None:

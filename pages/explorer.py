@@ -276,6 +276,7 @@ def views() -> None:
         figures.step_images(traj, step, sample, spread),
         key="ex_images",
         config=chart_config(f"step_t{rec.t}"),
+        theme=None,  # keep the figure's own colour scales (the theme recolours the spread map)
     )
     left, right = st.columns(2)
     left.caption(

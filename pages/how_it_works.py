@@ -144,8 +144,9 @@ with left:
     st.markdown(
         f"At t = {t}: $\\sigma_t$ = {sig:.3f}, pool $m_t$ = {pool_size(data.N, k_max, sig)}, golden subset "
         f"$k_t$ = {subset_size(k_min, k_max, sig)} of N = {data.N} (k_min = {k_min}, k_max = {k_max} from the "
-        "sidebar). High noise: a large random pool, an unbiased sample of a flat posterior. Low noise: "
-        "the whole data set is screened, and only the nearest few are kept."
+        "sidebar). High noise: a small random pool (m_t near k_max), an unbiased sample of a flat "
+        "posterior. As the noise falls the pool grows toward all N images while k_t shrinks, so at "
+        "low noise nearly the whole data set is screened and only the nearest few are kept."
     )
 right.plotly_chart(
     figs.schedules(lessons.gold_schedules(data.N, k_min, k_max), data.N, t),

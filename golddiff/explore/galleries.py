@@ -16,7 +16,6 @@ from ..data.datasets import to_uint8
 GALLERY_SIZE = 16  # subset images shown per step
 TOP_SIZE = 8  # exact-posterior images shown beside the subset
 MISS_MASS = 0.5  # W_S below this, with perplexity below k_t, means the subset missed the support
-MAGMA = [[0, "#000004"], [0.25, "#51127c"], [0.5, "#b73779"], [0.75, "#fc8961"], [1, "#fcfdbf"]]
 STD_MAX = 1.0  # pixels lie in [-1, 1], so a weighted standard deviation never exceeds 1
 
 
@@ -92,7 +91,7 @@ def step_images(traj, step: int, sample: int, std_map: np.ndarray | None = None)
         fig.add_trace(
             go.Heatmap(
                 z=np.asarray(std_map).mean(0),
-                colorscale=MAGMA,
+                colorscale="Cividis",  # 0 (candidates agree) dark blue, 1 light yellow
                 zmin=0,
                 zmax=STD_MAX,
                 colorbar=dict(title=dict(text="std", side="right"), x=1.0, **bar),

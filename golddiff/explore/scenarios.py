@@ -45,8 +45,9 @@ SCENARIOS = (
         sample=0,
         t=222,
         text="Same noise, pool = auto: once the posterior's perplexity falls below k_t (from "
-        "t = 555 on) the pool screens all N images, so S_t holds the images the posterior "
-        "chose: W_S is 1 here, where the random pool had about 0.",
+        "t = 555 on) the pool screens all N images and S_t catches the posterior: for sample 1 "
+        "W_S is 0.74 at t = 555, 0.98 at t = 444 and 1 at t = 222, where the random pool had "
+        "about 0.",
     ),
     Scenario(
         "Optimal memorizes",
