@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 from .cli_common import (
@@ -17,6 +16,7 @@ from .cli_common import (
     add_method_args,
     download_progress,
     format_table,
+    labelled_progress,
     method_params,
 )
 from .cli_scale import add_shard_args, cmd_bench_sharded, cmd_frontier, cmd_sample_sharded
@@ -161,14 +161,7 @@ def cmd_bench(args) -> int:
             )
     device = pick_device(args.device)
     params = method_params(args)
-    start = time.perf_counter()
-
-    def progress(label: str, rec) -> None:
-        sys.stderr.write(
-            f"\r{label:<22} step {rec.step + 1:>3}/{args.steps}  t={rec.t:4d}  "
-            f"{1000 * rec.time_step:9.1f} ms  elapsed {time.perf_counter() - start:7.1f} s   "
-        )
-        sys.stderr.flush()
+    progress = labelled_progress(args.steps)
 
     recalls: dict = {}
     with torch.inference_mode():

@@ -28,6 +28,21 @@ def step_progress(total: int):
     return cb
 
 
+def labelled_progress(steps: int, width: int = 22):
+    """progress(label, record): one line per step on stderr for runs of several methods or
+    configurations (bench, frontier), with the label, the step, its time and the elapsed time."""
+    start = time.perf_counter()
+
+    def progress(label: str, rec) -> None:
+        sys.stderr.write(
+            f"\r{label:<{width}} step {rec.step + 1:>3}/{steps}  t={rec.t:4d}  "
+            f"{1000 * rec.time_step:9.1f} ms  elapsed {time.perf_counter() - start:7.1f} s   "
+        )
+        sys.stderr.flush()
+
+    return progress
+
+
 def format_table(traj) -> str:
     """The per-step table: t, SNR, perplexity, ESS, k_t, captured mass, ms (means over samples)."""
     head = (

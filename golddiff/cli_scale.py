@@ -5,10 +5,15 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
-from .cli_common import step_progress, download_progress, format_table, method_params
+from .cli_common import (
+    download_progress,
+    format_table,
+    labelled_progress,
+    method_params,
+    step_progress,
+)
 
 
 def add_shard_args(p: argparse.ArgumentParser) -> None:
@@ -102,14 +107,7 @@ def cmd_frontier(args) -> int:
     ks = floats(args.frontier_k_max, "--frontier-k-max", int)
     ds = load_dataset(args.dataset, progress=download_progress)
     device = pick_device(args.device)
-    start = time.perf_counter()
-
-    def progress(label: str, rec) -> None:
-        sys.stderr.write(
-            f"\r{label:<24} step {rec.step + 1:>3}/{args.steps}  t={rec.t:4d}  "
-            f"{1000 * rec.time_step:9.1f} ms  elapsed {time.perf_counter() - start:7.1f} s   "
-        )
-        sys.stderr.flush()
+    progress = labelled_progress(args.steps, width=24)
 
     with torch.inference_mode():
         js = frontier(

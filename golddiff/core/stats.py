@@ -86,24 +86,21 @@ class DataStats:
 
     @classmethod
     def from_data(cls, X: torch.Tensor) -> "DataStats":
-        """X: (N, D) on any device. Eigendecomposition in float64."""
-        D = int(X.shape[1])
-        # ss, cov and eigh's eigenvectors + workspace: about four (D, D) float64 matrices at once
-        check_memory(
-            4 * D * D * 8 + min(int(X.shape[0]), 4096) * D * 8,
-            f"the ({D}, {D}) float64 data covariance",
-            "use a lower-resolution dataset",
-            X.device,
-        )
-        return cls.from_moments(*moments(X), int(X.shape[0]))
+        """X: (N, D) on any device, read in chunks of 4096 rows. Eigendecomposition in float64."""
+        N, D = int(X.shape[0]), int(X.shape[1])
+        return cls.from_chunks((X[i : i + 4096] for i in range(0, N, 4096)), N, D, X.device)
 
     @classmethod
-    def from_chunks(cls, chunks: Iterable[torch.Tensor], N: int, D: int) -> "DataStats":
-        """Statistics of N rows streamed as (c, D) chunks (an out-of-core corpus)."""
+    def from_chunks(
+        cls, chunks: Iterable[torch.Tensor], N: int, D: int, device: torch.device | None = None
+    ) -> "DataStats":
+        """Statistics of N rows streamed as (c, D) chunks (out-of-core corpora and `from_data`)."""
+        # the sums, cov and eigh's eigenvectors + workspace: about four (D, D) float64 matrices
         check_memory(
             4 * D * D * 8 + min(N, 4096) * D * 8,
             f"the ({D}, {D}) float64 data covariance",
             "use a lower-resolution dataset",
+            device,
         )
         return cls.from_moments(*moments_of(chunks), N)
 

@@ -43,6 +43,13 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def _aggregate_only(den, x0: torch.Tensor, t0: float, H: torch.Tensor | None = None):
+    """The output of a method that only aggregates (no screen, no select), timed from t0."""
+    _sync(den.device)
+    timings = {"screen": 0.0, "select": 0.0, "aggregate": time.perf_counter() - t0}
+    return DenoiseOutput(x0, den.name, pixel_entropy=H, timings=timings)
+
+
 class Denoiser:
     """Base: holds the corpus, the schedule and the validated params (`DenoiserParams.validate`).
     Subclasses implement `_denoise(x_t, t, abar, generator)`."""
@@ -91,14 +98,7 @@ class OptimalDenoiser(Denoiser):
     def _denoise(self, x_t, t, abar, generator):
         t0 = time.perf_counter()
         acc = global_scan(x_t, self.corpus, abar, self.temperature)
-        x0, H = acc.mean(), acc.entropy().expand(-1, self.corpus.D)
-        _sync(self.device)
-        return DenoiseOutput(
-            x0,
-            self.name,
-            pixel_entropy=H,
-            timings={"screen": 0.0, "select": 0.0, "aggregate": time.perf_counter() - t0},
-        )
+        return _aggregate_only(self, acc.mean(), t0, acc.entropy().expand(-1, self.corpus.D))
 
 
 class WienerDenoiser(Denoiser):
@@ -108,13 +108,7 @@ class WienerDenoiser(Denoiser):
 
     def _denoise(self, x_t, t, abar, generator):
         t0 = time.perf_counter()
-        x0 = self.corpus.stats.wiener(x_t, abar)
-        _sync(self.device)
-        return DenoiseOutput(
-            x0,
-            self.name,
-            timings={"screen": 0.0, "select": 0.0, "aggregate": time.perf_counter() - t0},
-        )
+        return _aggregate_only(self, self.corpus.stats.wiener(x_t, abar), t0)
 
 
 class PCALocalityDenoiser(Denoiser):
@@ -131,14 +125,7 @@ class PCALocalityDenoiser(Denoiser):
         M = self.mask(t, abar)
         t0 = time.perf_counter()
         acc = locality_scan(x_t, self.corpus, M, abar, self.temperature)
-        x0, H = acc.mean(), acc.entropy()
-        _sync(self.device)
-        return DenoiseOutput(
-            x0,
-            self.name,
-            pixel_entropy=H,
-            timings={"screen": 0.0, "select": 0.0, "aggregate": time.perf_counter() - t0},
-        )
+        return _aggregate_only(self, acc.mean(), t0, acc.entropy())
 
 
 class GoldDiffDenoiser(PCALocalityDenoiser):
