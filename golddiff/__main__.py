@@ -10,4 +10,7 @@ if __name__ == "__main__":
     except KeyboardInterrupt:  # Ctrl-C while the modules load: no traceback
         print("interrupted", file=sys.stderr)
         status = 130
+    except BrokenPipeError:  # output piped into e.g. `head`, which closed early: no traceback
+        sys.stderr.close()
+        status = 0
     sys.exit(status)

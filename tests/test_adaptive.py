@@ -1,4 +1,4 @@
-"""The adaptive golden subset (issue 17): importance weights, the error estimate, convergence to the
+"""The adaptive golden subset: importance weights, the error estimate, convergence to the
 full scan, determinism, and the frontier."""
 
 import itertools
@@ -13,7 +13,10 @@ from golddiff.core.importance import draw, draws_needed, fold, half_error, propo
 from golddiff.core.summaries import r2
 from golddiff.data import Dataset
 from golddiff.denoise.adaptive import proxy_proposal
+from golddiff.denoise.corpus import Corpus
+from golddiff.explore.lessons import pixel_spread
 from golddiff.run.frontier import format_frontier, frontier, pareto
+from reference import locality_logits
 
 _COUNTER = itertools.count()
 
@@ -95,19 +98,25 @@ def test_half_error_and_growth_rule():
     assert draws_needed(101, 0.02, 0.01, 10_000) % 2 == 0
 
 
-def test_row_major_posterior_equals_the_pixel_major_kernel():
-    from golddiff.core.posterior import mask_operator, pixel_logits, pixel_posterior, row_posterior
+@pytest.mark.parametrize("density", [0.02, 0.6])  # the sparse and the dense (image-major) path
+def test_kernel_over_own_rows_with_offsets_equals_the_plain_softmax(density):
+    """posterior(idx=..., offsets=...) against softmax_i(logit_i(m) + offset_i) written out."""
+    from golddiff.core.logits import mask_operator
+    from golddiff.core.posterior import posterior
 
     g = torch.Generator().manual_seed(0)
-    N, D = 300, 16
-    X, x = torch.randn(N, D, generator=g), torch.randn(D, generator=g)
-    M = (torch.rand(D, D, generator=g) < 0.5).float() + torch.eye(D)
-    op = mask_operator(M.clamp_max(1), 0.3, sparse=False)
+    N, D, abar = 300, 64, 0.3
+    X, x = torch.randn(N, D, generator=g), torch.randn(1, D, generator=g)
+    M = ((torch.rand(D, D, generator=g) < density).float() + torch.eye(D)).clamp_max(1)
+    assert mask_operator(M, abar).sparse == (density < 0.1)
     rows = torch.randperm(N, generator=g)[:70]
-    XT = X[rows].T.contiguous()
-    want = pixel_posterior(pixel_logits(x, XT, 0.3**0.5, op), XT)
-    for got, ref in zip(row_posterior(x, X, rows, 0.3**0.5, op, {}), want):
-        assert torch.allclose(got, ref, atol=1e-5, rtol=1e-4)
+    off = torch.randn(70, generator=g)
+    acc = posterior(x, X, M, abar, idx=[rows], offsets=[off], weights=True)
+    L = -(M[None] * (x[0, :, None] - abar**0.5 * X[rows][:, :, None]).square()).sum(1)
+    w = torch.softmax((L / (2 * (1 - abar)) + off[:, None]).double(), 0)  # (70, D) over images
+    assert torch.allclose(acc.mean()[0].double(), (w * X[rows].double()).sum(0), atol=1e-5)
+    assert torch.allclose(acc.entropy()[0].double(), torch.special.entr(w).sum(0), atol=1e-4)
+    assert torch.allclose(acc.image_w[0].double(), w.mean(1), atol=1e-6)
 
 
 # ----------------------------------------------------------------------------- against the full scan
@@ -166,6 +175,57 @@ def test_adaptive_sampling_is_deterministic_per_seed_and_follows_the_posterior()
     assert np.all(rec.captured_mass <= 1 + 1e-6)  # padded subsets count each image once
 
 
+def test_k_b_counts_the_distinct_images_aggregated(monkeypatch):
+    """k_b against the images the denoiser actually handed to the kernel: every subset that
+    `Corpus.posterior` aggregated for sample b, over both halves and every round, united."""
+    ds = structured_ds(N=600)
+    den = make_denoiser("golddiff", ds, device="cpu", subset="adaptive", tolerance=0.005)
+    seen = {}
+    real = Corpus.posterior
+
+    def spy(self, x_t, M, abar, tau=1.0, subset=None, offsets=None, **kw):
+        acc = real(self, x_t, M, abar, tau, subset, offsets, **kw)
+        for xb, idx in zip(x_t, subset):
+            key = int(next(b for b in range(len(X_T)) if torch.equal(X_T[b], xb)))
+            seen.setdefault(key, set()).update(idx.tolist())
+        return acc
+
+    monkeypatch.setattr(Corpus, "posterior", spy)
+    abar = NoiseSchedule().abar(300)
+    X_T = noisy(ds.flat()[:4], abar, 1)
+    out = den.denoise(X_T, 300, torch.Generator().manual_seed(0))
+    want = [len(seen[b]) for b in range(4)]
+    assert out.k_b.tolist() == want
+    assert max(want) > 256 // 2  # growth rounds ran (more than the first half's draws)
+    for b in range(4):  # the subset lists exactly those images (padded by repeats)
+        assert set(out.subset[b].tolist()) == seen[b]
+
+
+def test_spread_map_uses_the_adaptive_denoisers_own_weights():
+    """pixel_spread under subset="adaptive" against the plain formula with the record's subset and
+    importance offsets; the same weights give the denoiser's own x0_hat, so they are its weights."""
+    ds = structured_ds(N=600)
+    den = make_denoiser("golddiff", ds, device="cpu", subset="adaptive", tolerance=0.02)
+    traj = sample(den, steps=4, n=2, seed=3)
+    X = ds.flat().double()
+    for step in (1, 2):
+        rec = traj.records[step]
+        M = den.corpus.stats.mask(rec.t, rec.abar, den.params.mask_threshold, den.params.mask_rule)
+        for b in range(2):
+            off = torch.as_tensor(rec.subset_offset[b]).double()
+            keep = torch.isfinite(off)
+            idx = torch.as_tensor(rec.subset_idx[b])[keep]
+            assert idx.unique().shape[0] == idx.shape[0] == int(rec.k_b[b])
+            x = torch.as_tensor(rec.x_t[b].reshape(1, -1))
+            L = locality_logits(x, X[idx].float(), M, rec.abar)[0].double()  # (k, D)
+            w = torch.softmax(L + off[keep][:, None], 0)  # (k, D)
+            mean = (w * X[idx]).sum(0)
+            np.testing.assert_allclose(mean.numpy(), rec.x0_hat[b].reshape(-1), atol=1e-5)
+            std = torch.sqrt(((w * X[idx].square()).sum(0) - mean.square()).clamp_min(0))
+            got = pixel_spread(ds, traj, step, b, device="cpu").reshape(-1)
+            np.testing.assert_allclose(got, std.numpy(), atol=1e-4)
+
+
 def test_folded_duplicates_equal_one_column_per_draw():
     """fold's offsets log c_i - log q_i on the distinct images give the same self-normalised
     per-pixel estimate as one column per draw with offset -log q (duplicates repeated)."""
@@ -187,7 +247,7 @@ def test_proxy_proposal_concentrates_on_the_nearest_image_at_low_noise():
     ix = den.corpus.proxy(den.params.low_res)
     abar = NoiseSchedule().abar(20)
     x_t = noisy(ds.flat()[:4], abar, 0)
-    q = proxy_proposal(ix.query(x_t), ix.P, ix.sqnorm, 2, abar, temper=1.0)
+    q = proxy_proposal(den.corpus, x_t, ix, 2, abar, temper=1.0)
     assert torch.equal(q.argmax(1), torch.arange(4))
     assert torch.all(q.min(1).values >= 0.3 / 300 - 1e-9)  # the uniform share bounds the weights
 
@@ -251,7 +311,7 @@ def test_explorer_plots_k_t_per_sample_with_the_adaptive_subset():
 def test_compare_page_draws_the_frontier():
     from test_pages_teaching import open_page
 
-    at = open_page("pages/compare.py", steps=2)
+    at = open_page("compare", steps=2)
     at.button(key="cmp_frontier_run").click().run()
     assert not at.exception, [e.value for e in at.exception]
     assert any("Pareto front" in c.proto.spec for c in at.get("plotly_chart"))

@@ -6,33 +6,13 @@ import time
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from conftest import ROOT
-
-# AppTest reruns of an st.navigation app whose folder has a pages/ directory run the page file alone on the
-# second run (Streamlit 1.67, multipage v1 fallback), so app.py's sidebar would vanish. The real server keeps
-# running app.py (checked in test_browser.py). Interactions therefore run the page under the shared sidebar,
-# exactly as app.py composes them.
-HARNESS = """
-import runpy, sys
-sys.path.insert(0, {root!r})
-from pages.common import sidebar
-sidebar()
-runpy.run_path({page!r}, run_name="__page__")
-"""
-
+from apptest import chart_keys, explorer_traj, main_errors, ok, open_app
 
 pytestmark = pytest.mark.usefixtures("fresh_st_caches")
 
 
 def explorer(dataset: str = "digits", **sidebar) -> AppTest:
-    at = AppTest.from_string(
-        HARNESS.format(root=str(ROOT), page=str(ROOT / "pages" / "explorer.py")),
-        default_timeout=300,
-    )
-    at.query_params["dataset"] = dataset  # the instant start then runs on this dataset
-    at.run()
-    if dataset != at.selectbox(key="dataset").value:
-        at.selectbox(key="dataset").set_value(dataset).run()
+    at = open_app("explorer", {"dataset": dataset})  # the instant start runs on this dataset
     for key, value in sidebar.items():
         widget = at.selectbox(key=key) if key == "method" else at.number_input(key=key)
         widget.set_value(value).run()
@@ -40,17 +20,12 @@ def explorer(dataset: str = "digits", **sidebar) -> AppTest:
     return at
 
 
-def ok(at: AppTest) -> None:
-    assert not at.exception, [e.value for e in at.exception]
-    assert not at.error, [e.value for e in at.error]
-
-
 def metric(at: AppTest, label: str) -> str:
     return next(m.value for m in at.metric if m.label == label)
 
 
 def subset_header(at: AppTest) -> str:
-    return next(h.value for h in at.subheader if "top 16" in h.value)
+    return next(h.value for h in at.subheader if "subset" in h.value or "Global" in h.value)
 
 
 def run(at: AppTest) -> AppTest:
@@ -60,55 +35,50 @@ def run(at: AppTest) -> AppTest:
 
 
 def test_app_opens_on_the_explorer():
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300)
-    at.run()
+    at = open_app()
     ok(at)
     assert at.title[0].value.startswith("Explorer")
     assert any(c.value.startswith("Device: ") for c in at.sidebar.caption)
     assert at.button(key="ex_run").label == "Run"
     # instant start: a first visit shows a finished run of the defaults without pressing Run
-    traj = at.session_state["explorer"]["traj"]
+    traj = explorer_traj(at)
     assert traj.meta["dataset"] == "mnist-5k" and len(traj.records) == 10
     assert metric(at, "t (timestep)") == "999"  # the first step: pure noise
 
 
 def scrub_first_and_last(at: AppTest) -> None:
-    traj = at.session_state["explorer"]["traj"]
+    traj = explorer_traj(at)
     first, last = traj.records[0], traj.records[-1]
     S = len(traj.records)
     assert at.select_slider(key="ex_step").value == 0
     assert metric(at, "t (timestep)") == str(first.t)
     assert metric(at, "k_t (golden subset)") == f"{first.k_t:,}"
     assert metric(at, "captured mass W_S") == f"{first.captured_mass[0]:.3f}"
-    assert subset_header(at) == f"Golden subset $S_t$: top 16 of its {first.k_t:,} images"
-    assert len(at.get("plotly_chart")) == 5  # entropy, support, images, posterior top, subset
-    assert not any("Memorization" in m.value for m in at.markdown)
+    assert f"{first.k_t:,}" in subset_header(at)
+    assert "ex_nn" not in chart_keys(at)  # the memorization pair only at the last step
 
     at.select_slider(key="ex_step").set_value(S - 1).run()
     ok(at)
-    assert at.session_state["explorer"]["traj"] is traj  # a view change never recomputes
+    assert explorer_traj(at) is traj  # a view change never recomputes
     assert metric(at, "t (timestep)") == str(last.t) == "0"
     assert metric(at, "k_t (golden subset)") == f"{last.k_t:,}"
     assert metric(at, "captured mass W_S") == f"{last.captured_mass[0]:.3f}"
     assert last.k_t < first.k_t  # the golden subset shrank
     assert last.perplexity[0] < first.perplexity[0] / 100  # while the posterior concentrated
-    assert subset_header(at) == f"Golden subset $S_t$: top 16 of its {last.k_t:,} images"
-    assert any(
-        "Memorization check" in m.value for m in at.markdown
-    )  # final sample vs nearest training image
-    assert len(at.get("plotly_chart")) == 6
+    assert f"{last.k_t:,}" in subset_header(at)
+    assert "ex_nn" in chart_keys(at)  # final sample vs nearest training image
 
     at.selectbox(key="ex_sample").set_value(1).run()
     ok(at)
     assert metric(at, "captured mass W_S") == f"{last.captured_mass[1]:.3f}"
-    assert at.session_state["explorer"]["traj"] is traj
+    assert explorer_traj(at) is traj
 
 
 def test_run_and_scrub_digits():
     at = explorer("digits")
     assert at.session_state["cfg"].dataset == "digits"
     run(at)
-    traj = at.session_state["explorer"]["traj"]
+    traj = explorer_traj(at)
     assert traj.meta["dataset"] == "digits" and traj.meta["method"] == "golddiff"
     assert len(traj.records) == 10 and traj.samples.shape[0] == 4
     assert at.status[0].label.startswith("Done: 10 steps in")
@@ -121,63 +91,61 @@ def test_run_and_scrub_mnist_5k():
     t0 = time.perf_counter()
     run(at)
     elapsed = time.perf_counter() - t0
-    assert at.session_state["explorer"]["traj"].meta["N"] == 5000
+    assert explorer_traj(at).meta["N"] == 5000
     scrub_first_and_last(at)
     assert elapsed < 60, f"Run on mnist-5k took {elapsed:.1f} s"
 
 
 def test_changed_settings_flag_the_old_result_without_recomputing():
     at = run(explorer("digits", steps=4))
-    traj = at.session_state["explorer"]["traj"]
+    traj = explorer_traj(at)
     at.number_input(key="seed").set_value(7).run()
     ok(at)
-    assert at.session_state["explorer"]["traj"] is traj
+    assert explorer_traj(at) is traj
     assert len(at.warning) == 1 and "previous settings" in at.warning[0].value
     assert "seed 0" in at.warning[0].value
     run(at)
-    assert at.session_state["explorer"]["traj"].meta["seed"] == 7 and not at.warning
+    assert explorer_traj(at).meta["seed"] == 7 and not at.warning
 
 
 def test_two_sessions_do_not_share_results():
     a = run(explorer("digits", steps=3))
     b = explorer("digits", steps=3, seed=5)
-    assert b.session_state["explorer"]["traj"].meta["seed"] == 0  # b's own instant start
+    assert explorer_traj(b).meta["seed"] == 0  # b's own instant start
     assert "previous settings" in b.warning[0].value
     run(b)
     a.run()
     ok(a)
-    assert a.session_state["explorer"]["traj"].meta["seed"] == 0
-    assert b.session_state["explorer"]["traj"].meta["seed"] == 5
-    assert a.session_state["explorer"]["traj"] is not b.session_state["explorer"]["traj"]
+    assert explorer_traj(a).meta["seed"] == 0
+    assert explorer_traj(b).meta["seed"] == 5
+    assert explorer_traj(a) is not explorer_traj(b)
 
 
-def test_method_without_subset_shows_the_global_posterior():
+def test_method_without_subset_shows_the_global_posterior_once():
     at = run(explorer("digits", method="optimal", steps=3))
-    assert metric(at, "k_t (golden subset)") == "—"
-    assert metric(at, "captured mass W_S") == "—"
-    assert any(h.value.startswith("Global posterior: top 16 of all 1,797") for h in at.subheader)
+    labels = {m.label for m in at.metric}
+    assert "k_t (golden subset)" not in labels and "captured mass W_S" not in labels
+    heads = [h.value for h in at.subheader]
+    assert any(h.startswith("Exact posterior: top") for h in heads)
+    assert not any("Golden subset" in h or "Global posterior" in h for h in heads)
 
 
 def test_play_steps_through_to_the_end():
     at = run(explorer("digits", steps=3))
-    at.session_state["ex_playing"] = True
-    at.run()
+    at.button(key="ex_play").click().run()
     ok(at)
     assert at.select_slider(key="ex_step").value == 2
-    assert not at.session_state["ex_playing"]
+    assert at.button(key="ex_play").label == "Play"  # stopped at the end
 
 
-def test_user_error_is_one_sentence():
+def test_user_error_is_one_sentence_and_nothing_runs():
     at = explorer("digits", steps=3)
     at.number_input(key="k_min_digits").set_value(500).run()  # k_min > k_max (180)
-    at.button(key="ex_run").click().run()
     assert not at.exception
-    assert (
-        len(at.error) == 1
-        and "\n" not in at.error[0].value
-        and "Traceback" not in at.error[0].value
-    )
-    assert at.session_state["explorer"]["traj"].meta["steps"] == 10  # the earlier run stays
+    (err,) = main_errors(at)
+    assert "\n" not in err and "Traceback" not in err and "k_min" in err
+    assert "ex_run" not in {b.key for b in at.button}  # no Run with a bad value
+    assert explorer_traj(at).meta["steps"] == 10  # the earlier run stays
 
 
 def test_map_view_with_a_map_and_the_build_button(monkeypatch):
@@ -208,30 +176,35 @@ def test_map_view_with_a_map_and_the_build_button(monkeypatch):
     monkeypatch.setattr(embed, "load_map", lambda data, **kw: store.get(data.name))
     monkeypatch.setattr(embed, "build_map", fake_build)
     at = run(explorer("digits", steps=3))
-    assert len(at.get("plotly_chart")) == 5
+    assert "ex_map" not in chart_keys(at)
     at.button(key="ex_build_map").click().run()
     ok(at)
     assert "digits" in store
-    assert len(at.get("plotly_chart")) == 6  # ... and the map
+    assert "ex_map" in chart_keys(at)
     at.select_slider(key="ex_step").set_value(2).run()
     ok(at)
-    assert len(at.get("plotly_chart")) == 7  # + the memorization pair at the last step
+    assert {"ex_map", "ex_nn"} <= chart_keys(at)
 
 
 @pytest.mark.parametrize("method", ["pca", "wiener", "hybrid"])
 def test_every_method_renders_first_and_last_step(method):
     at = run(explorer("digits", method=method, steps=4))
-    traj = at.session_state["explorer"]["traj"]
+    traj = explorer_traj(at)
     for step in (0, 3):
         at.select_slider(key="ex_step").set_value(step).run()
         ok(at)
         rec = traj.records[step]
-        has_subset = rec.ranked_idx is not None
-        assert metric(at, "k_t (golden subset)") == (f"{rec.k_t:,}" if rec.k_t is not None else "—")
-        assert any(
-            h.value.startswith("Golden subset" if has_subset else "Global posterior")
-            for h in at.subheader
-        )
+        has_subset = rec.subset_idx is not None
+        labels = {m.label for m in at.metric}
+        if has_subset:
+            assert metric(at, "k_t (golden subset)") == f"{rec.k_t:,}"
+        else:
+            assert "k_t (golden subset)" not in labels
+        heads = [h.value for h in at.subheader]
+        assert any(h.startswith("Golden subset") for h in heads) == has_subset
+        sources = any(h.startswith("Pixel sources") for h in heads) or any(
+            c.value.startswith("No image holds more than half") for c in at.main.caption)
+        assert sources == (rec.method == "pca")
 
 
 def test_downloadable_dataset_waits_for_the_button_then_downloads_with_progress(monkeypatch):

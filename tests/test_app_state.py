@@ -1,25 +1,17 @@
-"""Issue 13 in AppTest: visible errors, the instant start, the link (st.query_params) both ways,
+"""In AppTest: visible errors, the instant start, the link (st.query_params) both ways,
 a scenario, a stopped run, and a sidebar that shows only what a page uses."""
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from conftest import ROOT
-from test_app_explorer import HARNESS, metric
+from apptest import explorer_traj, main_errors, open_app
+from test_app_explorer import metric
 
 pytestmark = pytest.mark.usefixtures("fresh_st_caches")
 
-PAGE_HARNESS = HARNESS.replace("sidebar()", "sidebar({title!r})")
-
 
 def explorer(query: dict | None = None) -> AppTest:
-    at = AppTest.from_string(
-        HARNESS.format(root=str(ROOT), page=str(ROOT / "pages" / "explorer.py")),
-        default_timeout=300,
-    )
-    for k, v in (query or {}).items():
-        at.query_params[k] = v
-    at.run()
+    at = open_app("explorer", query)
     assert not at.exception, [e.value for e in at.exception]
     return at
 
@@ -30,12 +22,11 @@ def in_status(at: AppTest) -> list[str]:
 
 
 def test_a_user_error_is_visible_in_the_main_area():
-    """Finding 1: k_min > k_max gives a red box outside the collapsed status."""
+    """A k_min above k_max gives a red box outside the collapsed status."""
     at = explorer({"dataset": "digits"})
     at.number_input(key="k_min_digits").set_value(170).run()
     at.number_input(key="k_max_digits").set_value(100).run()
-    at.button(key="ex_run").click().run()
-    assert any("k_min=170 is larger than k_max=100" in e.value for e in at.main.error)
+    assert any("k_min=170 is larger than k_max=100" in e for e in main_errors(at))
     assert not in_status(at)
 
 
@@ -67,9 +58,9 @@ def test_a_link_with_an_impossible_pair_gives_the_sidebar_error():
 
 
 def test_a_stopped_run_is_announced():
-    """Finding 11: a run interrupted by a page or setting change says so on the next visit."""
+    """A run interrupted by a page or setting change says so on the next visit."""
     at = explorer({"dataset": "digits"})
-    at.session_state["ex_running"] = "golddiff on digits, ..."
+    at.session_state["ex_running"] = "run"
     at.run()
     assert any("was stopped before it finished" in w.value for w in at.warning)
 
@@ -83,27 +74,21 @@ def test_the_random_pool_scenario_sets_the_sidebar_and_shows_the_miss():
     assert metric(at, "t (timestep)") == "222"
     assert any("missed the posterior" in w.value for w in at.warning)
     # the caption's claims, read off the run itself: one image, and the subset missed it
-    rec = next(r for r in at.session_state["explorer"]["traj"].records if r.t == 222)
+    rec = next(r for r in explorer_traj(at).records if r.t == 222)
     assert rec.perplexity[0] < 1.5 and rec.captured_mass[0] < 0.05
     at.button(key="ex_scenario_2").click().run()  # pool auto fixes it
     assert at.session_state["cfg"].params["pool"] == "auto"
-    rec = next(r for r in at.session_state["explorer"]["traj"].records if r.t == 222)
+    rec = next(r for r in explorer_traj(at).records if r.t == 222)
     assert rec.captured_mass[0] > 0.999 and metric(at, "captured mass W_S") == "1.000"
     assert not any("missed the posterior" in w.value for w in at.warning)
 
 
-def page(title: str, path: str) -> AppTest:
-    at = AppTest.from_string(
-        PAGE_HARNESS.format(root=str(ROOT), page=str(ROOT / path), title=title),
-        default_timeout=300,
-    )
-    at.query_params["dataset"] = "digits"
-    at.run()
-    return at
+def page(name: str) -> AppTest:
+    return open_app(name, {"dataset": "digits"})
 
 
 def test_the_sidebar_shows_what_each_page_uses():
-    """Finding 10: tooltips on every parameter; the hybrid switch only for hybrid; the 2-D toy
+    """Tooltips on every parameter; the hybrid switch only for hybrid; the 2-D toy
     and Compare mark the controls they ignore."""
     at = explorer({"dataset": "digits"})
     keys = {w.key for w in at.sidebar.number_input} | {w.key for w in at.sidebar.radio}
@@ -113,15 +98,15 @@ def test_the_sidebar_shows_what_each_page_uses():
             assert w.help, w.key
     at.selectbox(key="method").set_value("hybrid").run()
     assert "snr_switch" in {w.key for w in at.sidebar.number_input}
-    toy = page("2-D toy", "pages/toy2d.py")
+    toy = page("toy2d")
     assert toy.selectbox(key="dataset").disabled and toy.number_input(key="seed").disabled
     assert any("own controls" in i.value for i in toy.sidebar.info)
-    cmp_ = page("Compare methods", "pages/compare.py")
+    cmp_ = page("compare")
     assert cmp_.selectbox(key="method").disabled and not cmp_.number_input(key="seed").disabled
 
 
 def test_a_failed_download_leaves_no_progress_bar(monkeypatch):
-    """Finding 12: after a failed download the "Downloading..." bar is gone and the error says
+    """After a failed download the "Downloading..." bar is gone and the error says
     which mirrors failed."""
     import golddiff
     from golddiff import data as gdata
@@ -151,34 +136,32 @@ def test_a_failed_download_leaves_no_progress_bar(monkeypatch):
 
 def test_play_advances_the_toy_and_how_it_works():
     """One screen: Play works on the 2-D toy and How it works too (one frame per rerun)."""
-    toy = page("2-D toy", "pages/toy2d.py")
-    before = toy.select_slider(key="toy_t").value
+    toy = page("toy2d")
+    before = toy.select_slider(key="toy_step").value
     toy.button(key="toy_play").click().run(timeout=300)
-    assert toy.select_slider(key="toy_t").value < before  # t falls: towards clean
-    hiw = page("How it works", "pages/how_it_works.py")
+    assert toy.select_slider(key="toy_step").value > before  # towards clean
+    hiw = page("how_it_works")
+    before = hiw.select_slider(key="hiw_step").value
     hiw.button(key="hiw_play").click().run(timeout=300)
-    assert hiw.select_slider(key="hiw_t").value < 500
+    assert hiw.select_slider(key="hiw_step").value > before
 
 
 def test_every_timestep_slider_starts_at_pure_noise():
-    """Finding 7: one direction everywhere; the leftmost option is the noisiest t."""
-    gauss = page("Gaussian regime", "pages/gaussian.py")
-    hiw = page("How it works", "pages/how_it_works.py")
-    toy = page("2-D toy", "pages/toy2d.py")
-    for at, key in ((gauss, "gauss_tskip"), (hiw, "hiw_t"), (toy, "toy_t")):
-        opts = [int(o) for o in at.select_slider(key=key).options]
+    """One direction everywhere; the leftmost option is the noisiest t."""
+    gauss = page("gaussian")
+    hiw = page("how_it_works")
+    toy = page("toy2d")
+    for at, key in ((gauss, "gauss_tskip"), (hiw, "hiw_step"), (toy, "toy_step")):
+        opts = [int(o) for o in at.select_slider(key=key).options]  # as shown: the t of each
         assert opts == sorted(opts, reverse=True) and opts[0] >= 950, key
     ex = explorer({"dataset": "digits"})
     assert ex.select_slider(key="ex_step").options[0].startswith("t = 999")
 
 
 def test_a_stopped_comparison_or_teleport_is_announced():
-    """Finding 11 on the other pages that run work behind a button."""
-    for title, path, flag in (
-        ("Compare methods", "pages/compare.py", "cmp_running"),
-        ("Gaussian regime", "pages/gaussian.py", "gauss_running"),
-    ):
-        at = page(title, path)
-        at.session_state[flag] = True
+    """The interrupted-run notice on the other pages that run work behind a button."""
+    for name, flag in (("compare", "cmp_running"), ("gaussian", "gauss_running")):
+        at = page(name)
+        at.session_state[flag] = "run"
         at.run()
-        assert any("was stopped before it finished" in w.value for w in at.warning), title
+        assert any("was stopped before it finished" in w.value for w in at.warning), name

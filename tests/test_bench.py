@@ -15,15 +15,9 @@ from conftest import ROOT
 from golddiff import load_dataset, make_denoiser
 from golddiff.run import bench
 from golddiff.data import Dataset
-from golddiff.core.posterior import (
-    StreamingSoftmax,
-    mask_operator,
-    pixel_chunk_sums,
-    pixel_logits,
-    pixel_posterior,
-)
+from golddiff.core.logits import mask_operator, pixel_logits
+from golddiff.core.posterior import posterior
 from reference import locality_logits
-import golddiff.denoise.corpus as dn
 
 METHODS = ["pca", "golddiff", "optimal", "wiener", "hybrid"]
 
@@ -178,25 +172,22 @@ def test_sparse_form_is_chosen_by_density():
     assert not mask_operator(torch.ones(30, 30), 0.5).sparse
 
 
-def test_pixel_posterior_and_streamed_stats_equal_softmax():
+def test_streamed_scan_equals_softmax():
+    """The kernel over uneven chunks of shared rows: mean, entropy, captured mass and the second
+    moment of the per-pixel softmax written out."""
     x, X, M = _case(c=40)
-    L = torch.randn(X.shape[1], 40, dtype=torch.float32) * 5  # (D, c)
-    w = torch.softmax(L.double(), 1)
-    x0, H, wmean = pixel_posterior(L, X.T.contiguous())
-    assert torch.allclose(x0.double(), (w * X.T.double()).sum(1), atol=1e-5)
-    assert torch.allclose(H.double(), torch.special.entr(w).sum(1), atol=1e-4)
-    assert torch.allclose(wmean.double(), w.mean(0), atol=1e-6)
-    acc = StreamingSoftmax()
-    flag = torch.zeros(40, dtype=torch.bool)
-    flag[::3] = True
-    for i in range(0, 40, 13):  # uneven chunks
-        st = pixel_chunk_sums(
-            L[:, i : i + 13].contiguous(), X[i : i + 13].T.contiguous(), flag[i : i + 13]
-        )
-        acc.merge(*(v[None] for v in st))
-    assert torch.allclose(acc.mean()[0].double(), (w * X.T.double()).sum(1), atol=1e-5)
-    assert torch.allclose(acc.entropy()[0].double(), torch.special.entr(w).sum(1), atol=1e-4)
-    assert torch.allclose(acc.captured()[0].double(), w[:, flag].sum(1), atol=1e-6)
+    abar = 0.4
+    L = locality_logits(x[None], X, M, abar, 1.0)[0].double()  # (c, D)
+    w = torch.softmax(L, 0)
+    flag = torch.zeros(1, 40, dtype=torch.bool)
+    flag[0, ::3] = True
+    chunks = ((i, X[i : i + 13]) for i in range(0, 40, 13))
+    acc = posterior(x[None], chunks, M, abar, flag=flag, moments=2)
+    Xd = X.double()
+    assert torch.allclose(acc.mean()[0].double(), (w * Xd).sum(0), atol=1e-5)
+    assert torch.allclose(acc.entropy()[0].double(), torch.special.entr(w).sum(0), atol=1e-4)
+    assert torch.allclose(acc.captured()[0].double(), w[flag[0]].sum(0), atol=1e-6)
+    assert torch.allclose(acc.second_moment()[0].double(), (w * Xd.square()).sum(0), atol=1e-5)
 
 
 def _toy(N=120, side=6, seed=3):
@@ -227,10 +218,9 @@ def test_denoisers_equal_the_straightforward_softmax(t):
     ws = torch.softmax(locality_logits(x_t, Xs, M, abar, 1.0).double(), 1)
     assert torch.allclose(o.x0_hat.double(), (ws * Xs.double()).sum(1), atol=1e-5)
     assert torch.allclose(o.subset_weight.double(), ws.mean(2), atol=1e-6)
-    x0, H, wm = dn.locality_subset(x_t, Xs, M, abar, 1.0)  # (B, k, D) form
-    assert torch.allclose(x0, o.x0_hat, atol=1e-6) and torch.allclose(
-        wm, o.subset_weight, atol=1e-7
-    )
+    acc = posterior(x_t, X, M, abar, idx=o.subset, weights=True)  # the kernel itself
+    assert torch.allclose(acc.mean(), o.x0_hat, atol=1e-6)
+    assert torch.allclose(torch.stack(acc.image_w), o.subset_weight, atol=1e-7)
 
 
 # ----------------------------------------------------------------------------- the pool draw

@@ -8,6 +8,7 @@ Skipped when /usr/bin/chromium or playwright is missing (never runs `playwright 
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -198,7 +199,7 @@ def test_the_link_reproduces_the_view(server):
 
 
 def test_errors_are_visible_without_a_click(server):
-    """Finding 1 and the link's bad values: a red box in the main area, no status to open."""
+    """Errors and a link's bad values: a red box in the main area, no status to open."""
     with sync_playwright() as p:
         browser, page = launch(p)
         page.goto(server + "?dataset=digits&k_min=170&k_max=100")
@@ -225,8 +226,40 @@ def test_a_scenario_sets_the_sidebar_and_says_what_to_notice(server):
         assert "mnist-5k" in page.get_by_text("Samples with the sidebar settings").inner_text()
         # one screen: scrolled down to the galleries, the timestep slider is still in view
         page.set_viewport_size({"width": 1400, "height": 900})
-        page.get_by_text("Exact posterior: top 8").scroll_into_view_if_needed()
+        page.get_by_text(re.compile(r"^Exact posterior: top \d+$")).scroll_into_view_if_needed()
         page.wait_for_timeout(500)
         box = page.locator('[data-testid="stSlider"]').first.bounding_box()
         assert box is not None and 0 <= box["y"] < 900 - box["height"], box
+        browser.close()
+
+
+def test_downloads_work_in_any_order_and_a_bad_value_is_a_sentence(server, tmp_path):
+    """The lecturer's walkthrough: the GIF right after the .npz (and back), each a complete file;
+    then 100000 samples typed into the sidebar gives a sentence instead of a silent red box."""
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 2400}, accept_downloads=True)
+        page.goto(server + "?dataset=digits&steps=4")
+        page.wait_for_function(SHOWN_JS, arg=[999], timeout=120_000, polling=200)
+        npz = page.get_by_role("button", name="Run (.npz")
+        gif = page.get_by_role("button", name="Animated GIF")
+        got = []
+        for button in (npz, gif, npz, gif):
+            with page.expect_download(timeout=30_000) as info:
+                button.click()
+            path = tmp_path / info.value.suggested_filename
+            info.value.save_as(path)
+            got.append(path)
+        assert [p.suffix for p in got] == [".npz", ".gif", ".npz", ".gif"]
+        assert got[1].read_bytes()[:6] in (b"GIF87a", b"GIF89a")
+        import golddiff
+
+        assert len(golddiff.Trajectory.load(got[2]).records) == 4
+        box = page.get_by_label("Samples")
+        box.fill("100000")
+        box.press("Enter")
+        error = page.locator('[data-testid="stMain"] [data-testid="stAlertContentError"]')
+        error.first.wait_for(timeout=30_000)
+        assert "Samples" in error.first.inner_text()
+        assert page.get_by_role("button", name="Run", exact=True).count() == 0
         browser.close()

@@ -1,4 +1,4 @@
-"""Core engine tests (issue 2): fast, CPU only, every expectation independent of the code under test
+"""Core engine tests: fast, CPU only, every expectation independent of the code under test
 (closed forms, equivalences between methods, numpy re-derivations of the DESIGN.md formulas)."""
 
 import math
@@ -14,7 +14,7 @@ from conftest import ROOT
 from golddiff import NoiseSchedule, make_denoiser, sample, Trajectory
 from golddiff import core as dg
 from golddiff import core as dn
-from golddiff.denoise import corpus as corpus_mod
+from golddiff.core import posterior as posterior_mod
 from golddiff.denoise.corpus import get_corpus, global_posterior
 from golddiff.data import Dataset, load_dataset
 from golddiff.core.posterior import StreamingSoftmax
@@ -150,20 +150,20 @@ def test_golddiff_with_k_equal_N_equals_pca(pool, t):
 
 
 def test_chunked_aggregation_equals_one_shot(monkeypatch):
-    """Force tiny chunks: the streamed PCA scan and the streamed subset path equal the one-shot softmax."""
+    """Force tiny chunks: the streamed PCA scan and the streamed subset path (pixel-major chunks
+    of 7 images, image weights from a second pass) equal the one-shot softmax."""
     ds = make_ds(30, seed=7)
     N, t = ds.N, 400
     x_t = noisy(ds.flat()[:2], t)
     gd = make_denoiser("golddiff", ds, device="cpu", k_min=N, k_max=N, pool="nearest")
     pca = make_denoiser("pca", ds, device="cpu")
-    want_gd, want_pca = gd.denoise(x_t, t).x0_hat, pca.denoise(x_t, t).x0_hat
-    monkeypatch.setattr(corpus_mod, "CHUNK_ELEMS", 1)  # locality_subset takes the streaming branch
-    monkeypatch.setattr(
-        corpus_mod, "chunk_rows", lambda B, D: 7
-    )  # and every scan feeds chunks of 7 images
+    want_gd, want_pca = gd.denoise(x_t, t), pca.denoise(x_t, t).x0_hat
+    monkeypatch.setattr(posterior_mod, "CHUNK_ELEMS", 1)  # no one-shot image-major path
+    monkeypatch.setattr(posterior_mod, "chunk_rows", lambda B, D: 7)  # chunks of 7 images
     got_gd = gd.denoise(x_t, t)
-    assert got_gd.subset_weight is None  # the streaming branch really ran
-    assert torch.allclose(got_gd.x0_hat, want_gd, atol=1e-5)
+    assert torch.allclose(got_gd.x0_hat, want_gd.x0_hat, atol=1e-5)
+    assert torch.allclose(got_gd.subset_weight, want_gd.subset_weight, atol=1e-6)
+    assert torch.allclose(got_gd.subset_weight.sum(1), torch.ones(2), atol=1e-5)
     assert torch.allclose(pca.denoise(x_t, t).x0_hat, want_pca, atol=1e-5)
 
 
@@ -310,7 +310,7 @@ def test_ddim_timesteps_and_schedule_product_formula():
     assert SCHED.timesteps(10) == [999, 888, 777, 666, 555, 444, 333, 222, 111, 0]
     assert SCHED.timesteps(1) == [999]  # one step starts from pure noise, not at t = 0
     assert SCHED.timesteps(1000) == list(range(999, -1, -1))
-    for steps in range(1, 1001):  # finding 2: first step is pure noise, labels stay distinct
+    for steps in range(1, 1001):  # first step is pure noise, labels stay distinct
         ts = SCHED.timesteps(steps)
         assert ts[0] == 999 and len(set(ts)) == steps and ts == sorted(ts, reverse=True)
         assert steps == 1 or ts[-1] == 0

@@ -794,7 +794,7 @@ def test_atomic_write_keeps_the_old_file_and_no_temp_when_the_write_fails(tmp_pa
 
 
 def test_failed_download_names_every_mirror_it_tried(monkeypatch):
-    """Finding 12: when all mirrors fail, the message says which failed and why (not only the
+    """When all mirrors fail, the message says which failed and why (not only the
     last); the real MNIST list has more than one mirror."""
     assert len(data.REGISTRY["mnist"].files.remotes[0].urls) >= 3
     serve(monkeypatch, {})  # every url answers 404

@@ -1,6 +1,6 @@
 """torch.distributed sampling (golddiff.run.distributed): 2 gloo ranks on the CPU must give what one
-process gives, for --shard samples and --shard corpus, random and nearest pools; a rank that fails
-or hangs must stop the run with a clear error on rank 0, never a hang."""
+process gives, for --shard samples and --shard corpus, every pool and subset mode; a rank that
+fails or hangs must stop the run with a clear error on rank 0, never a hang."""
 
 from __future__ import annotations
 
@@ -20,7 +20,14 @@ from golddiff import DenoiserParams, Trajectory, load_dataset, make_denoiser, sa
 from golddiff.cli import main
 
 STEPS, N_SAMPLES, SEED = 10, 5, 7  # 5 samples: an uneven split over 2 ranks (2 + 3)
-RUNS = [("samples", "random"), ("corpus", "random"), ("corpus", "nearest"), ("corpus", "auto")]
+# (shard mode, pool, subset): every pool mode, and every subset mode, under --shard corpus
+RUNS = [
+    ("samples", "random", "schedule"),
+    ("corpus", "random", "schedule"),
+    ("corpus", "nearest", "schedule"),
+    ("corpus", "auto", "schedule"),
+    ("corpus", "auto", "adaptive"),
+]
 
 
 def free_port() -> int:
@@ -40,7 +47,9 @@ def worker(rank: int, world: int, port: int, out: str, fail: str | None, timeout
         MASTER_PORT=str(port),
     )
     torch.set_num_threads(1)
+    from golddiff.denoise.methods import denoiser_on
     from golddiff.run.distributed import PeerFailure, sample_sharded, session
+    from golddiff.run.sharded import shard_corpus
 
     def stop(rec):
         if rank == 1 and rec.step == 2:
@@ -51,22 +60,28 @@ def worker(rank: int, world: int, port: int, out: str, fail: str | None, timeout
     ds = load_dataset("digits")
     try:
         with session("cpu", timeout) as (comm, dev):
-            for mode, pool in RUNS[: 2 if fail else None]:
-                traj = sample_sharded(
-                    mode,
-                    comm,
-                    ds,
-                    "golddiff",
-                    DenoiserParams(pool=pool),
-                    dev,
-                    STEPS,
-                    N_SAMPLES,
-                    SEED,
-                    exact_check=True,
-                    callback=stop if fail else None,
-                )
+            for mode, pool, subset in RUNS[: 2 if fail else None]:
+                if subset == "adaptive":  # one step at each of one process's states
+                    corpus = shard_corpus(ds, comm, dev)
+                    params = DenoiserParams(pool=pool, subset=subset)
+                    den = denoiser_on("golddiff", corpus, None, params)
+                    traj = at_states(den, one_process(pool, subset))
+                else:
+                    traj = sample_sharded(
+                        mode,
+                        comm,
+                        ds,
+                        "golddiff",
+                        DenoiserParams(pool=pool, subset=subset),
+                        dev,
+                        STEPS,
+                        N_SAMPLES,
+                        SEED,
+                        exact_check=True,
+                        callback=stop if fail else None,
+                    )
                 if rank == 0:
-                    traj.save(os.path.join(out, f"{mode}-{pool}.npz"))
+                    traj.save(os.path.join(out, f"{mode}-{pool}-{subset}.npz"))
     except PeerFailure as e:
         with open(os.path.join(out, f"error{rank}.txt"), "w") as f:
             f.write(str(e))
@@ -107,31 +122,66 @@ def runs(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("dist")
     codes, _ = spawn(tmp)
     assert codes == [0, 0]
-    return {run: Trajectory.load(tmp / f"{run[0]}-{run[1]}.npz") for run in RUNS}
+    return {run: Trajectory.load(tmp / ("-".join(run) + ".npz")) for run in RUNS}
 
 
-def one_process(pool: str) -> Trajectory:
-    den = make_denoiser("golddiff", load_dataset("digits"), device="cpu", pool=pool)
+def one_process(pool: str, subset: str) -> Trajectory:
+    den = make_denoiser("golddiff", load_dataset("digits"), device="cpu", pool=pool, subset=subset)
     return sample(den, steps=STEPS, n=N_SAMPLES, seed=SEED, exact_check=True)
+
+
+def at_states(den, ref: Trajectory) -> Trajectory:
+    """One denoiser step at each state x_t of `ref`, with the sampler's seed streams and the exact
+    check: the adaptive subset's draw counts are a step function of its error estimate, so over a
+    whole trajectory float round-off between two summation orders can flip one and the runs part;
+    at the same states both must agree."""
+    from golddiff.denoise.streams import SampleStreams
+    from golddiff.run.records import make_record
+
+    corpus, p, records = den.corpus, den.params, []
+    streams = SampleStreams(SEED, range(N_SAMPLES))
+    for r in ref.records:
+        x_t = torch.as_tensor(r.x_t).reshape(N_SAMPLES, -1)
+        out = den.denoise(x_t, r.t, generator=streams)
+        M = corpus.stats.mask(r.t, r.abar, p.mask_threshold, p.mask_rule)
+        with torch.inference_mode():
+            records.append(make_record(len(records), r.t, x_t, out, corpus, r.abar, p.temperature,
+                                       32, M))
+    meta = dict(ref.meta, world_size=corpus.comm.world)
+    return Trajectory(records, records[-1].x0_hat, ref.x_T, meta)
+
+
+def close(got, want, **tol) -> None:
+    """Both absent (a field this method does not fill), or equal within tol."""
+    assert (got is None) == (want is None)
+    if want is not None:
+        np.testing.assert_allclose(got, want, **tol)
 
 
 @pytest.mark.parametrize("run", RUNS, ids=["-".join(r) for r in RUNS])
 def test_two_ranks_give_the_samples_and_diagnostics_of_one_process(runs, run):
-    got, ref = runs[run], one_process(run[1])
+    got, ref = runs[run], one_process(run[1], run[2])
+    if run[2] == "adaptive":
+        den = make_denoiser("golddiff", load_dataset("digits"), device="cpu", pool=run[1],
+                            subset=run[2])
+        ref = at_states(den, ref)
     assert got.meta["world_size"] == 2 and got.meta["N"] == ref.meta["N"] == 1797
     assert got.samples.shape == ref.samples.shape
     np.testing.assert_allclose(got.x_T, ref.x_T, atol=0)  # each sample's own seed stream
     assert np.abs(got.samples - ref.samples).max() <= 1e-3
     for g, r in zip(got.records, ref.records):
         assert (g.t, g.m_t, g.k_t) == (r.t, r.m_t, r.k_t)
+        close(g.k_b, r.k_b, atol=0)  # adaptive: the same draws, so the same distinct images
+        close(g.subset_offset, r.subset_offset, atol=1e-4)
         np.testing.assert_allclose(g.x0_hat, r.x0_hat, atol=1e-3)
         # the golden subset: the same images (order among equal distances may differ)
         np.testing.assert_array_equal(np.sort(g.subset_idx, 1), np.sort(r.subset_idx, 1))
         np.testing.assert_array_equal(g.pool_nearest, r.pool_nearest)
-        for f in ("entropy", "perplexity", "ess", "captured_mass", "recall"):
-            np.testing.assert_allclose(getattr(g, f), getattr(r, f), rtol=1e-4, atol=1e-5)
-        for f in ("top_w", "ranked_w", "ref_x0", "pixel_captured_mass", "onestep_r2"):
-            np.testing.assert_allclose(getattr(g, f), getattr(r, f), atol=1e-4)
+        for f in ("entropy", "perplexity", "ess", "captured_mass", "recall", "error_est"):
+            close(getattr(g, f), getattr(r, f), rtol=1e-4, atol=1e-5)
+        for f in ("top_w", "ranked_w", "ranked_global_w", "ref_x0", "pixel_captured_mass"):
+            close(getattr(g, f), getattr(r, f), atol=1e-4)
+        close(g.onestep_r2, r.onestep_r2, atol=1e-4)
         np.testing.assert_allclose(g.pixel_entropy, r.pixel_entropy, atol=1e-3)
         # k_p counts images up to a mass that both sum in a different order: off by one at most
         assert np.abs(g.k90 - r.k90).max() <= 1 and np.abs(g.k99 - r.k99).max() <= 1
@@ -156,7 +206,7 @@ def test_a_failing_rank_stops_the_run_with_a_clear_error_on_rank_0(tmp_path, fai
     msg = (tmp_path / "error0.txt").read_text()
     assert msg.startswith("rank 0: another rank failed, exited or did not answer within 3 s")
     assert elapsed < 40  # stopped by the timeout or the closed connection, not a hang
-    assert not (tmp_path / "corpus-random.npz").exists()
+    assert not (tmp_path / "corpus-random-schedule.npz").exists()
 
 
 def test_shard_outside_torchrun_is_a_one_sentence_error(capsys, monkeypatch):
@@ -185,10 +235,16 @@ def test_torchrun_cli_corpus_shard_writes_what_one_process_samples(tmp_path):
 
 
 def test_corpus_shard_refuses_an_approximate_or_faiss_screen():
-    from golddiff.run.sharded import sharded_denoiser
+    from golddiff.core.comm import Comm
+    from golddiff.denoise.corpus import Corpus
+    from golddiff.denoise.methods import denoiser_on
 
+    class TwoRanks(Comm):  # what the denoiser sees of a corpus split across two ranks
+        world = 2
+
+    corpus = Corpus(load_dataset("digits"), torch.device("cpu"), comm=TwoRanks())
     with pytest.raises(ValueError, match="choose --backend torch"):
-        sharded_denoiser("golddiff", None, None, DenoiserParams(backend="faiss-ivf"), None)
+        denoiser_on("golddiff", corpus, None, DenoiserParams(backend="faiss-ivf"))
 
 
 def test_torchrun_bench_reports_ms_per_step_and_the_bytes_the_merge_needs(tmp_path):

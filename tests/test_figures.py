@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import golddiff
-from golddiff.explore import figures
+from golddiff.explore import figures, lessons
 from golddiff import DenoiserParams, make_denoiser
 
 
@@ -90,24 +90,21 @@ def test_step_images(runs):
     assert len(figures.step_images(runs["wiener"], 2, 0).data) == 2  # no per-pixel posterior
 
 
-def test_subset_view_and_gallery(runs, digits):
+def test_subset_gallery_tiles(runs, digits):
     traj = runs["golddiff"]
-    idx, w, kind = figures.subset_view(traj, 4, 1)
-    assert kind == "subset" and len(idx) == figures.GALLERY_SIZE
-    assert list(idx) == list(traj.records[4].ranked_idx[1][:16])
-    assert np.all(np.diff(w) <= 1e-7)  # ranked by weight
-    assert set(idx) <= set(traj.records[4].subset_idx[1])  # all from S_t
-    idx2, w2, kind2 = figures.subset_view(runs["optimal"], 4, 1)
-    assert kind2 == "global" and list(idx2) == list(runs["optimal"].records[4].top_idx[1][:16])
+    idx, w = lessons.subset_by_weight(digits, traj, 4, 1, "cpu")
+    assert np.all(np.diff(np.log(np.maximum(w, 1e-300))) <= 1e-6)  # ranked by weight
+    assert set(idx) == set(traj.records[4].subset_idx[1])  # all of S_t
+    assert lessons.subset_by_weight(digits, runs["optimal"], 4, 1, "cpu") is None
 
-    fig = figures.subset_gallery(traj, 4, 1, digits.images)
+    fig = figures.subset_gallery(idx, w, digits.images)
     img, hover = fig.data
     z = np.asarray(img.z)
     H, W = digits.shape[1:]
     tile = (np.clip((digits.images[int(idx[0]), 0].numpy() + 1) / 2, 0, 1) * 255).round()
     assert np.array_equal(z[:H, :W], tile)  # rank 1 in the top-left corner
     assert len(fig.layout.annotations) == 16 and fig.layout.annotations[0].text.startswith("#1 ")
-    assert [h.split("<br>")[0] for h in hover.text] == [f"training image #{i}" for i in idx]
+    assert [h.split("<br>")[0] for h in hover.text] == [f"training image #{i}" for i in idx[:16]]
 
 
 def test_gallery_rgb_and_height():
@@ -138,11 +135,34 @@ def test_umap_figure(runs, digits):
     traj = runs["golddiff"]
     fig = figures.umap_figure(FakeMap(digits.N), traj, 3, 0)
     names = [t.name for t in fig.data]
-    assert len(fig.data) == 5, names  # training set, S_t, top by weight, path, now
+    assert len(fig.data) == 6, names  # training set, S_t, exact top, its top image, path, now
     assert len(fig.data[0].x) == digits.N
     assert sorted(fig.data[1].x) == sorted(traj.records[3].subset_idx[0].astype(float))
-    assert len(fig.data[3].x) == len(traj.records)
-    assert fig.data[4].x[0] == pytest.approx(traj.records[3].x0_hat[0].mean(), abs=1e-5)
-    # without a subset there is no S_t layer, the top layer is the global posterior's
+    assert fig.data[3].x[0] == traj.records[3].top_idx[0][0]  # the star on the top image
+    assert len(fig.data[4].x) == len(traj.records)
+    assert fig.data[5].x[0] == pytest.approx(traj.records[3].x0_hat[0].mean(), abs=1e-5)
+    # without a subset there is no S_t layer
     fig2 = figures.umap_figure(FakeMap(digits.N), runs["optimal"], 3, 0)
-    assert len(fig2.data) == 4 and "global" in fig2.data[1].name
+    assert len(fig2.data) == 5 and "exact posterior" in fig2.data[1].name
+
+
+def test_pixel_source_mosaic_colours_each_held_pixel_by_its_source(digits):
+    """The mosaic paints a pixel in its source's colour exactly where that image holds more than
+    half the pixel's weight, grey for other holders, light where no image holds a majority; the
+    gallery lists the coloured images with their shares and the caption quotes them."""
+    from golddiff.explore import source_figures as sf
+
+    traj = golddiff.sample(make_denoiser("golddiff", digits, device="cpu"), steps=4, n=1, seed=0)
+    src = lessons.pixel_sources(digits, traj, 3, 0, "cpu")
+    assert len(src.images) > 0  # the last step: some pixels have a single source
+    rgb = sf.mosaic(src)  # (H, W, 3)
+    source, top = src.source[0], src.top_w[0]
+    for i, color in zip(src.images[: len(sf.SOURCE_COLORS)], sf.SOURCE_COLORS):
+        painted = np.all(rgb == sf._rgb(color), axis=2)
+        assert np.array_equal(painted, (source == i) & (top > 0.5))
+    assert np.array_equal(np.all(rgb == sf._rgb(sf.SHARED), axis=2), top <= 0.5)
+    notes = [a.text for a in sf.sources_gallery(src, digits.images).layout.annotations]
+    assert len(notes) == min(6, len(src.images))
+    assert all(f"#{int(i)}" in n and f"{s:.1%}" in n for n, i, s in zip(notes, src.images, src.share))
+    text = sf.sources_caption(src, traj.records[3])
+    assert f"{src.shared:.0%} of the pixels" in text and f"{len(src.images):,} images" in text

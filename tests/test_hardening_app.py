@@ -1,4 +1,4 @@
-"""Issue 16 probes on the app: local bind by default, a per-run cost limit, stopping once the session
+"""Probes on the app: local bind by default, a per-run cost limit, stopping once the session
 has gone away, and error boxes without server paths."""
 
 from __future__ import annotations
@@ -6,18 +6,11 @@ from __future__ import annotations
 import tomllib
 
 import pytest
-from streamlit.testing.v1 import AppTest
 
 import golddiff
+from apptest import open_app
 from conftest import ROOT
 
-HARNESS = """
-import runpy, sys
-sys.path.insert(0, {root!r})
-from pages.common import sidebar
-sidebar()
-runpy.run_path({page!r}, run_name="__page__")
-"""
 
 
 def test_server_binds_to_localhost_by_default():
@@ -26,7 +19,7 @@ def test_server_binds_to_localhost_by_default():
 
 
 def test_error_text_never_shows_server_paths():
-    from pages.common import safe_message
+    from app_pages.errors import safe_message
 
     msg = safe_message(
         ValueError("Image /srv/class/data/cats/a b.png could not be decoded; folder:/srv/x/y.")
@@ -69,12 +62,7 @@ def test_run_limit_setting():
 def test_explorer_refuses_a_run_over_the_limit_with_a_sentence(monkeypatch):
     monkeypatch.setenv("GOLDDIFF_APP_MAX_SECONDS", "0.000001")
     monkeypatch.setattr(golddiff, "sample", lambda *a, **k: pytest.fail("sampled over the limit"))
-    at = AppTest.from_string(
-        HARNESS.format(root=str(ROOT), page=str(ROOT / "pages" / "explorer.py")),
-        default_timeout=300,
-    )
-    at.run()
-    at.selectbox(key="dataset").set_value("digits").run()
+    at = open_app("explorer", {"dataset": "digits"})
     at.button(key="ex_run").click().run()
     assert not at.exception
     assert any("limit of" in e.value and "per run" in e.value for e in at.error)
@@ -109,7 +97,7 @@ def test_stop_if_gone_raises_only_for_a_session_that_left(monkeypatch):
     import streamlit.runtime.scriptrunner as sr
     from streamlit.runtime.scriptrunner_utils.exceptions import StopException
 
-    from pages.common import stop_if_gone
+    from app_pages.runs import stop_if_gone
 
     active = {"s1"}
     fake = SimpleNamespace(is_active_session=lambda sid: sid in active)

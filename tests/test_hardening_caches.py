@@ -1,4 +1,4 @@
-"""Issue 16 probes on the faiss and UMAP caches: damaged or foreign files are rebuilt, an unwritable
+"""Probes on the faiss and UMAP caches: damaged or foreign files are rebuilt, an unwritable
 cache degrades to memory with a warning, and temp files of killed writers are removed."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Issue 16 probes on the data layer: cache confinement, default checksum on first open, the memory
+"""Probes on the data layer: cache confinement, default checksum on first open, the memory
 guard of folder decoding, elongated images, non-UTF-8 names, 16-bit PNGs and outside links."""
 
 from __future__ import annotations

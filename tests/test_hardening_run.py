@@ -1,4 +1,4 @@
-"""Issue 16 probes on the run side: the golden subset under the memory guard, the CLI's early checks
+"""Probes on the run side: the golden subset under the memory guard, the CLI's early checks
 (parameters, seed, device, output paths) and quiet Ctrl-C, and shared caches under threads."""
 
 from __future__ import annotations
@@ -101,6 +101,14 @@ def no_loading(monkeypatch):
         (["sample", "--temperature", "0"], "temperature=0"),
         (["sample", "--out", "/no/such/folder/x.npz"], "does not exist"),
         (["bench", "--json", "/no/such/folder/x.json"], "--json"),
+        (["bench", "--frontier", "--json", "/no/such/folder/x.json"], "--json"),
+        (["bench", "--shard", "corpus", "--json", "/no/such/folder/x.json"], "--json"),
+        (["bench", "--shard", "corpus", "--methods", "pca,nope"], "Unknown method 'nope'"),
+        (["bench", "--frontier", "--frontier-tolerances", "0.1,x"], "--frontier-tolerances"),
+        (["bench", "--frontier", "--frontier-k-max", "0"], "--frontier-k-max"),
+        (["bench", "--sizes", "100,abc"], "--sizes"),
+        (["sample", "--shard", "corpus", "--steps", "0"], "steps=0"),
+        (["sample", "--shard", "samples", "--timeout", "-1"], "--timeout"),
     ],
 )
 def test_cli_checks_arguments_before_loading_data(argv, fragment, capsys, no_loading):
@@ -195,7 +203,7 @@ def test_corpus_statistics_are_computed_once_under_concurrent_calls(monkeypatch)
 
 
 def test_mask_cache_and_patterns_survive_concurrent_sessions(monkeypatch):
-    from golddiff.core import posterior, stats
+    from golddiff.core import logits, stats
 
     den = golddiff.make_denoiser("pca", rand_ds(N=200, side=8, seed=7), device="cpu")
     monkeypatch.setattr(stats, "MASK_CACHE_BYTES", 3 * 4 * 64 * 64)  # 3 masks: constant eviction
@@ -205,7 +213,7 @@ def test_mask_cache_and_patterns_survive_concurrent_sessions(monkeypatch):
         try:
             for t in range(offset, 1000, 37):
                 M = den.corpus.stats.mask(t, den.schedule.abar(t), 0.02)
-                posterior.MASK_PATTERNS.get(M)
+                logits.MASK_PATTERNS.get(M)
         except Exception as e:  # noqa: BLE001 - any error fails the test
             errors.append(e)
 

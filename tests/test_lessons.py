@@ -72,7 +72,7 @@ def test_teleport_to_the_first_step_changes_nothing():
     out = gaussian.teleport_run(ds, params, steps=5, n=2, seed=0, t_skip=999, device="cpu")
     assert out["calls_full"] == out["calls_teleport"] == 5
     assert np.allclose(out["full"], out["teleported"], atol=1e-4) and out["r2"] > 0.9999
-    assert out["seconds_saved"] == 0.0  # finding 6: no call skipped, no saving reported
+    assert out["seconds_saved"] == 0.0  # no call skipped, no saving reported
     skip = gaussian.teleport_run(ds, params, steps=5, n=2, seed=0, t_skip=500, device="cpu")
     assert skip["calls_teleport"] == 3  # 500, 250, 0
     assert 0 < skip["seconds_saved"] < skip["seconds_full"]  # two measured calls, not the total

@@ -160,6 +160,7 @@ def test_ivf_pool_search_with_every_list_probed_equals_the_exact_pool_screen(mon
     assert all(set(r.tolist()) <= set(p.tolist()) for r, p in zip(got, pool))
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_out_of_core_on_cuda_matches_the_cpu(pair):
     _, ds = pair

@@ -2,34 +2,18 @@
 
 import json
 
+import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from conftest import ROOT
-
+from apptest import open_app
 
 pytestmark = pytest.mark.usefixtures("fresh_st_caches")
 
 
-HARNESS = """
-import runpy, sys
-sys.path.insert(0, {root!r})
-from pages.common import sidebar
-sidebar()
-runpy.run_path({page!r}, run_name="__page__")
-"""
-
-
 def open_page(page: str, steps: int | None = None) -> AppTest:
-    """The page under the shared sidebar, as app.py runs it, with the sidebar set to digits (fast).
-
-    A small harness instead of app.py: AppTest reruns of an st.navigation app did not redraw app.py's sidebar
-    here (Streamlit 1.67), so sidebar changes would not reach the page."""
-    at = AppTest.from_string(
-        HARNESS.format(root=str(ROOT), page=str(ROOT / page)), default_timeout=300
-    )
-    at.run()
-    at.selectbox(key="dataset").set_value("digits").run()
+    """app.py on one page (a file stem of app_pages/), the sidebar set to digits (fast)."""
+    at = open_app(page, {"dataset": "digits"})
     if steps is not None:
         at.number_input(key="steps").set_value(steps).run()
     assert not at.exception, [e.value for e in at.exception]
@@ -38,9 +22,8 @@ def open_page(page: str, steps: int | None = None) -> AppTest:
 
 
 def test_app_registers_the_teaching_pages():
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300)
-    at.run()
-    for page in ("pages/toy2d.py", "pages/compare.py"):
+    at = open_app()
+    for page in ("app_pages/toy2d.py", "app_pages/compare.py"):
         at.switch_page(page).run()
         assert not at.exception, [e.value for e in at.exception]
         assert at.title[0].value in ("2-D toy: posterior concentration", "Compare methods")
@@ -56,7 +39,7 @@ def no_failure(at: AppTest) -> None:
 
 
 def test_toy_page_controls_move_the_picture():
-    at = open_page("pages/toy2d.py")
+    at = open_page("toy2d")
     no_failure(at)
     before = charts(at)[0]
     assert before["data"][0]["name"] == "start grid"
@@ -67,9 +50,9 @@ def test_toy_page_controls_move_the_picture():
     assert start["x"][0] == pytest.approx(-1.0)
     assert after != before
     # scrubbing t moves x_t and updates the metrics
-    ts = at.select_slider(key="toy_t").options
+    ts = at.select_slider(key="toy_step").options  # the t of each step, as shown
     k_before = at.metric[1].value
-    at.select_slider(key="toy_t").set_value(ts[-1]).run()
+    at.select_slider(key="toy_step").set_value(len(ts) - 1).run()
     no_failure(at)
     assert f"t = {ts[-1]}" in charts(at)[0]["layout"]["title"]["text"]
     assert at.metric[1].value != k_before or ts[-1] == ts[0]
@@ -79,7 +62,7 @@ def test_toy_page_controls_move_the_picture():
 
 
 def test_toy_page_click_on_the_grid_moves_the_start():
-    at = open_page("pages/toy2d.py")
+    at = open_page("toy2d")
     # what st.plotly_chart(on_select="rerun") stores after a click on the start grid (trace 0)
     at.session_state["toy_plot"] = {
         "selection": {"points": [{"curve_number": 0, "x": 0.5, "y": -0.25}]}
@@ -100,16 +83,15 @@ def test_toy_page_click_on_the_grid_moves_the_start():
 
 
 def test_toy_page_bad_subset_sizes_are_one_sentence():
-    at = open_page("pages/toy2d.py")
+    at = open_page("toy2d")
     at.number_input(key="toy_kmin_moons").set_value(400).run()  # k_min > k_max (100)
     assert not at.exception
-    assert (
-        len(at.error) == 1 and "k_min" in at.error[0].value and "Traceback" not in at.error[0].value
-    )
+    (err,) = [e.value for e in at.error]
+    assert "k_min" in err and "Traceback" not in err
 
 
 def test_compare_page_runs_and_reports_every_method():
-    at = open_page("pages/compare.py", steps=4)
+    at = open_page("compare", steps=4)
     no_failure(at)
     assert at.info  # nothing run yet: a hint, no results
     at.button(key="cmp_run").click().run()
@@ -126,18 +108,35 @@ def test_compare_page_runs_and_reports_every_method():
     assert at.warning
     at.button(key="cmp_run").click().run()
     no_failure(at)
-    assert list(at.dataframe[0].value["method"]) == ["pca", "golddiff"] and not at.warning
+    assert list(at.dataframe[0].value["method"]) == ["pca", "golddiff"]
+    assert all(w.icon == ":material/speed:" for w in at.warning)  # no stale notice (busy: maybe)
+    # one-step r² at the reference's own states beside the final r²
+    table = at.dataframe[0].value
+    kept = at.session_state["result_compare"].value["results"]
+    for m, r in kept.items():
+        row = table.loc[table["method"] == m].iloc[0]
+        assert row["one-step r² (mean)"] == pytest.approx(np.mean(r.onestep_r2))
+        assert row["final r²"] == pytest.approx(r.final_r2)
+
+
+def test_compare_says_when_timings_come_from_a_busy_machine():
+    from app_pages.compare_views import busy_note
+
+    assert busy_note((0.5, 1.9), 2) is None  # below one runnable process per core
+    note = busy_note((5.2, 4.8), 2)
+    assert note and "5.2" in note and "4.8" in note and "2 cores" in note and "CPU ms" in note
+    assert busy_note(None, 2) is None
 
 
 def test_compare_page_without_methods_says_so():
-    at = open_page("pages/compare.py", steps=2)
+    at = open_page("compare", steps=2)
     at.multiselect(key="cmp_methods").set_value([]).run()
     at.button(key="cmp_run").click().run()
     assert not at.exception and len(at.error) == 1
 
 
 def test_gaussian_page_teleport_and_stale_marker():
-    at = open_page("pages/gaussian.py", steps=5)
+    at = open_page("gaussian", steps=5)
     no_failure(at)
     gap = charts(at)[0]
     assert any("Wiener" in (tr.get("name") or "") for tr in gap["data"])
@@ -150,25 +149,26 @@ def test_gaussian_page_teleport_and_stale_marker():
     assert "saved" in at.metric[1].proto.delta
     at.select_slider(key="gauss_tskip").set_value(999).run()
     at.button(key="gauss_run").click().run()
-    assert at.metric[2].value == "0" and not at.metric[1].proto.delta  # finding 6: no fake saving
+    assert at.metric[2].value == "0" and not at.metric[1].proto.delta  # no fake saving
     at.select_slider(key="gauss_tskip").set_value(250).run()
     no_failure(at)
     assert at.warning  # results belong to t_skip = 999
 
 
 def test_how_it_works_follows_t_and_the_pixel():
-    at = open_page("pages/how_it_works.py")
+    at = open_page("how_it_works")
     no_failure(at)
     assert len(at.get("latex")) >= 6
     h_mid = at.metric[0].value
-    at.select_slider(key="hiw_t").set_value(0).run()
+    last = len(at.select_slider(key="hiw_step").options) - 1
+    at.select_slider(key="hiw_step").set_value(last).run()  # t = 0
     no_failure(at)
     assert at.metric[0].value != h_mid  # clean: the posterior has collapsed
     mask = lambda: next(
         c for c in charts(at) if "neighbourhood" in c["layout"]["title"]["text"]
     )  # noqa: E731
     before = mask()
-    at.select_slider(key="hiw_t").set_value(900).run()
+    at.select_slider(key="hiw_step").set_value(1).run()  # t = 900
     at.number_input(key="hiw_row_digits").set_value(1).run()
     no_failure(at)
     assert mask()["data"][1]["y"] == [1] and mask() != before

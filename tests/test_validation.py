@@ -1,4 +1,4 @@
-"""Validation at the library boundary (issue 7, items 1 and 2): every error a user can cause is a ValueError
+"""Validation at the library boundary: every error a user can cause is a ValueError
 with one sentence saying what to change, in the library and through the CLI (exit status 2, no traceback);
 the memory guard refuses structures that would not fit instead of letting the process be killed."""
 
@@ -18,6 +18,7 @@ from golddiff.cli import main
 from golddiff.data import Dataset
 from golddiff.denoise.corpus import get_corpus
 from golddiff.core.stats import DataStats
+from golddiff.denoise.params import DenoiserParams
 
 _COUNTER = iter(range(10**6))
 
@@ -171,7 +172,7 @@ def test_temperature_must_be_positive(digits, method, tau):
     raises(
         lambda: make_denoiser(method, digits, device="cpu", temperature=tau),
         "temperature=",
-        "positive finite",
+        "at least",
     )
 
 
@@ -408,3 +409,120 @@ def test_cli_subprocess_exit_2_no_traceback(args, env, fragment):
 def test_cli_max_memory_flag_beats_a_tiny_env_var():
     r = _cli(["--max-memory", "8GB", "--method", "optimal"], {"GOLDDIFF_MAX_MEMORY": "1kB"})
     assert r.returncode == 0, r.stderr
+
+
+# ----------------------------------------------------------------------------- numeric edges
+
+
+@pytest.mark.parametrize("tau", [1e-40, 1e-300, 5e-324])
+@pytest.mark.parametrize("method", ["optimal", "wiener", "pca", "golddiff"])
+def test_a_tiny_temperature_is_refused_with_its_range(digits, method, tau):
+    msg = raises(
+        lambda: make_denoiser(method, digits, device="cpu", temperature=tau), "temperature="
+    )
+    floor = DenoiserParams.temperature_floor(digits.N, digits.shape)
+    assert f"{floor:.3g}" in msg and 0 < floor < 1e-20
+
+
+def test_the_temperature_floor_scales_as_its_bound(digits):
+    """The floor is 4 N L / FLOAT32_MAX with L the largest logit at tau = 1: linear in N and in D,
+    inverse in sigma_min^2 (finiteness at the floor itself is the property test's edge case)."""
+    f = DenoiserParams.temperature_floor
+    assert f(2 * digits.N, digits.shape) == pytest.approx(2 * f(digits.N, digits.shape))
+    assert f(digits.N, (1, 16, 16)) == pytest.approx(4 * f(digits.N, digits.shape))
+    assert f(digits.N, digits.shape, sigma2_min=2e-4) == pytest.approx(
+        f(digits.N, digits.shape) / 2
+    )
+
+
+def test_cli_tiny_temperature_exits_2_naming_it(capsys):
+    argv = ["sample", "--dataset", "digits", "--method", "wiener", "--temperature", "1e-300"]
+    assert main(argv + ["--steps", "2", "--samples", "2", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: "), err
+    assert "temperature=1e-300" in one_sentence(err[0][len("error: ") :])
+
+
+def test_pixel_entropy_has_no_cancellation_at_large_logits():
+    """H = log s0 - sum e (logit - mx) / s0 is the entropy of the softmax whatever the logits'
+    magnitude (the float64 closed form): no negative or exploding entropy at a tiny temperature."""
+    from golddiff.core.posterior import StreamingSoftmax
+
+    g = torch.Generator().manual_seed(0)
+    for offset in (0.0, 1e4, 1e8, 1e20):  # the logits of a tiny temperature: far from 0
+        logits = -offset - 5.0 * torch.rand(2, 500, 3, generator=g)  # (B, c, P)
+        acc = StreamingSoftmax()
+        acc.add(logits[:, :200], None, moments=0)
+        acc.add(logits[:, 200:], None, moments=0)
+        want = torch.special.entr(torch.softmax(logits.double(), dim=1)).sum(1)
+        torch.testing.assert_close(acc.entropy().double(), want, atol=1e-4, rtol=1e-4)
+
+
+def test_records_refuse_non_finite_diagnostics(digits):
+    from golddiff.run.records import check_finite
+
+    den = make_denoiser("wiener", digits, device="cpu")
+    rec = sample(den, steps=2, n=2).records[0]
+    check_finite(rec)  # a normal record passes
+    rec.ess = np.array([1.0, math.nan], np.float32)
+    msg = raises(lambda: check_finite(rec), "ESS", f"t = {rec.t}")
+    assert "nan" not in msg.lower().replace("nan or", "")
+
+
+def _wide_floats():
+    """Floats over the whole double range (both signs, every exponent), plus plain values."""
+    from hypothesis import strategies as st
+
+    tiny_to_huge = st.builds(
+        lambda m, e, s: s * m * 10.0**e,
+        st.floats(1.0, 9.99),
+        st.integers(-323, 300),
+        st.sampled_from([1.0, 1.0, 1.0, -1.0]),
+    )
+    return st.one_of(st.floats(-2.0, 2.0), tiny_to_huge)
+
+
+def _numeric_specs():
+    return [s for s in DenoiserParams.specs() if s.choices is None]
+
+
+@pytest.mark.parametrize("name", [s.name for s in _numeric_specs()])
+def test_no_accepted_value_gives_a_non_finite_diagnostic(digits, name):
+    """Property: any value of a numeric parameter that validation accepts (the others at their
+    defaults) yields a run on digits whose every diagnostic is finite."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    from hypothesis import example
+
+    spec = DenoiserParams.dataset_specs(digits.N, digits.shape)[name]
+    values = st.integers(-2, 3 * digits.N) if spec.kind is int else _wide_floats()
+    extra = {"backend": "faiss-ivf"} if name in ("nlist", "nprobe") else {}
+
+    def run(value, method):
+        params = DenoiserParams.from_mapping({name: value, **extra})
+        try:
+            den = make_denoiser(method, digits, device="cpu", params=params)
+        except ValueError as e:
+            one_sentence(str(e))
+            return
+        traj = sample(den, steps=2, n=2, exact_check=method in ("pca", "golddiff", "hybrid"))
+        for rec in traj.records:
+            check_finite_arrays(rec)
+
+    for edge in (spec.low, spec.high):  # each bound of the accepted range, with the richest method
+        if edge is not None:
+            run = example(value=edge if spec.kind is float else int(edge), method=spec.methods[-1])(run)
+    run = given(value=values, method=st.sampled_from(spec.methods))(run)
+    settings(
+        max_examples=10, deadline=None, derandomize=True,
+        suppress_health_check=[HealthCheck.function_scoped_fixture],
+    )(run)()
+
+
+def check_finite_arrays(rec):
+    """Every float array of the record is finite (subset_offset: -inf marks padding only)."""
+    for key, v in rec.to_dict().items():
+        if isinstance(v, np.ndarray) and v.dtype.kind == "f":
+            ok = np.isfinite(v) | ((v == -np.inf) if key == "subset_offset" else False)
+            assert ok.all(), f"{key} at t={rec.t} is not finite"

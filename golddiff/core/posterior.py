@@ -1,45 +1,26 @@
-"""Posterior logits and the streaming (online) softmax that aggregates over chunks of training
-images.
+"""The posterior over training images and the one kernel that computes every sum over them.
 
-Sources: the empirical-Bayes posterior over training images (the "optimal" denoiser, Karras et
-al. 2022; GoldDiff, Shang et al. 2026, eq. for w_i); the per-pixel PCA-locality posterior
-(Lukoianov et al. 2025).
-
-Global posterior (Optimal):   logit_i = -||x_t - sqrt(abar) x_i||^2 / (2 (1 - abar) tau)
-PCA-locality (per pixel m):
-    logit_i(m) = -sum_n M[n, m] (x_t[n] - sqrt(abar) x_i[n])^2 / (2 (1 - abar) tau)
-
-Terms that do not depend on i cancel in the softmax; `global_logits` drops ||x_t||^2 for that
-reason. Nothing here ever holds a (B, N, D) tensor: callers feed chunks of at most
-`chunk_rows(B, D)` images.
-
-Pixel-major kernels (`MaskOperator`, `pixel_logits`, `pixel_posterior`, `pixel_chunk_sums`): one
-sample at a time in a (D, c) layout, L = (coef M^T) @ (x_t - sqrt(abar) X_c^T)^2, so one softmax
-runs along contiguous rows and the masked distance is one matmul per chunk: dense (D, D) @ (D, c),
-or a COO sparse @ dense product where the mask is sparse (low noise: 0.2-10% of entries on
-Fashion-MNIST for t <= 400). Per-sample tensors stay under ~32 MB, so the allocator reuses them
-instead of mapping fresh pages each call, which a (B, k, D) tensor forced.
+`posterior(x_t, X, M | None, abar, tau, idx=..., offsets=...)` returns the `StreamingSoftmax`
+sums of the global posterior (M None) or of the per-pixel PCA-locality posterior (M (D, D)) at
+x_t, over all rows or over each sample's own rows, with optional per-image log weights. Every
+method, diagnostic and figure goes through it; the corpus feeds it rows and merges ranks with
+`core.comm`. The logits themselves are `core.logits`. Nothing here ever holds a (B, N, D) tensor:
+scans feed chunks of at most `chunk_rows(B, D)` images, and per-sample tensors come from reusable
+work buffers, so the allocator reuses them instead of mapping fresh pages each call.
 """
 
 from __future__ import annotations
 
 import math
-import threading
-import weakref
 
 import torch
+
+from .interrupt import checkpoint
+from .logits import global_logits, mask_operator, pixel_logits, work_buffer
 
 # Elements of one (B, chunk, D) work tensor; about 64 MB in float32. Several such tensors live at
 # once.
 CHUNK_ELEMS = 16 * 1024 * 1024
-
-
-# Largest mask density at which the sparse (COO) product beats the dense matmul. CPU, measured on a
-# 2-core EPYC with D = 784 (median of 30, (D, D) @ (D, c)): 5 vs 26 ms at 2% density (c = 4,000), 20
-# vs 40 ms at 5%, 58 vs 108 ms at 9%; at 18% the dense matmul wins. CUDA: not measured here (no GPU
-# in this session); cuBLAS is fast enough at D <= 3072 that only near-diagonal masks are sent to the
-# sparse kernel.
-SPARSE_MAX_DENSITY = {"cpu": 0.10, "cuda": 0.01}
 
 
 def chunk_rows(B: int, D: int, elems: int = CHUNK_ELEMS) -> int:
@@ -47,297 +28,273 @@ def chunk_rows(B: int, D: int, elems: int = CHUNK_ELEMS) -> int:
     return max(1, elems // max(1, B * D))
 
 
-def neg_sq_dist_part(
-    q: torch.Tensor, X: torch.Tensor, sqnorm: torch.Tensor, scale: float
-) -> torch.Tensor:
-    """The part of -||q_b - scale x_i||^2 that depends on i: 2 scale <q_b, x_i> - scale^2 ||x_i||^2.
-
-    q: (B, d); X: (N, d); sqnorm: (N,) = ||x_i||^2.  Returns (B, N). The one pairwise-distance
-    formula of the
-    library: `sq_dists` adds ||q_b||^2 back, `global_logits` leaves it out (it cancels in the
-    softmax, and at
-    low noise adding it would cost float32 precision in the logits).
-    """
-    return 2.0 * scale * (q @ X.T) - (scale * scale) * sqnorm[None, :]
-
-
-def sq_dists(
-    q: torch.Tensor, X: torch.Tensor, sqnorm: torch.Tensor, scale: float = 1.0
-) -> torch.Tensor:
-    """||q_b - scale x_i||^2 for all pairs, clamped at 0. q: (B, d); X: (N, d); sqnorm: (N,).
-    Returns (B, N)."""
-    qn = q.square().sum(1, keepdim=True)  # (B, 1)
-    return (qn - neg_sq_dist_part(q, X, sqnorm, scale)).clamp_min_(0.0)
-
-
-def global_logits(
-    x_t: torch.Tensor, X: torch.Tensor, sqnorm: torch.Tensor, abar: float, tau: float = 1.0
-) -> torch.Tensor:
-    """Global-posterior logits -||x_t - sqrt(abar) x_i||^2 / (2 (1 - abar) tau) up to a per-row
-    constant.
-
-    x_t: (B, D); X: (N, D); sqnorm: (N,) = ||x_i||^2.  Returns (B, N).
-    """
-    return neg_sq_dist_part(x_t, X, sqnorm, math.sqrt(abar)) / (2.0 * (1.0 - abar) * tau)
-
-
 class StreamingSoftmax:
-    """Exact softmax-weighted average over chunks with an online log-sum-exp.
+    """Sums of an exact softmax over training images, kept relative to a running max (an online
+    log-sum-exp), so chunks of images and shards of the corpus fold in exactly.
 
-    Feed chunks of logits (B, c, P) with values (c, D) or (B, c, D), where P is D (one posterior per
-    pixel) or 1 (one posterior shared by all pixels). Keeps, per (b, p): the running max mx, s0 =
-    sum e, s1 = sum e * logit (for the entropy) and sx = sum e * x, with e = exp(logit - mx).
-    Optionally also the mass s_sub = sum over flagged images of e (captured mass of a subset).
+    Per (sample b, posterior p), with P = D (one posterior per pixel) or 1 (one shared by all
+    pixels) and e_i = exp(logit_i - mx): s0 = sum e, s1 = sum e (logit - mx) <= 0 (the entropy,
+    kept relative to mx so that logits of any magnitude cancel nothing), sx = sum e x (B, D), and
+    optionally s_sub = sum over flagged images of e (a subset's captured mass) and sx2 =
+    sum e x^2 (B, D) (the spread). `posterior` fills one; `core.comm.merge_softmax` merges
+    the ranks' under `--shard corpus`. image_w: per sample, the mean over pixels of each of its
+    images' weight, when `posterior` was asked for it.
     """
 
     def __init__(self):
-        self.mx = self.s0 = self.s1 = self.sx = self.s_sub = None
+        self.mx = self.s0 = self.s1 = self.sx = self.s_sub = self.sx2 = None
+        self.image_w: list[torch.Tensor] | None = None
 
-    def add(
-        self, logits: torch.Tensor, values: torch.Tensor, flag: torch.Tensor | None = None
-    ) -> None:
-        """logits: (B, c, P); values: (c, D) or (B, c, D); flag: optional (B, c) bool."""
-        cmax = logits.amax(dim=1)  # (B, P)
-        new_mx = cmax if self.mx is None else torch.maximum(self.mx, cmax)
-        e = torch.exp(logits - new_mx[:, None, :])  # (B, c, P)
-        if logits.shape[2] == 1:  # shared posterior: a matmul
-            ex = (
-                e[..., 0] @ values
-                if values.dim() == 2
-                else torch.einsum("bc,bcd->bd", e[..., 0], values)
-            )
-        else:
-            ex = (e * (values[None] if values.dim() == 2 else values)).sum(1)
-        s0, s1 = e.sum(1), (e * logits).sum(1)
-        sub = None if flag is None else (e * flag[..., None]).sum(1)
+    def fold(self, mx, s0, s1, sx=None, sub=None, sx2=None) -> None:
+        """Fold in the sums of more images, each (B, P) (sx, sx2: (B, D)), relative to their own
+        max mx: both sides are rescaled to the larger max (s1 also shifted to it)."""
         if self.mx is None:
-            self.s0, self.s1, self.sx, self.s_sub = s0, s1, ex, sub
-        else:
-            r = torch.exp(self.mx - new_mx)  # (B, P) rescale of the old sums
-            self.s0 = self.s0 * r + s0
-            self.s1 = self.s1 * r + s1
-            self.sx = self.sx * r + ex
-            if sub is not None:
-                self.s_sub = self.s_sub * r + sub
-        self.mx = new_mx
-
-    def merge(
-        self,
-        mx: torch.Tensor,
-        s0: torch.Tensor,
-        s1: torch.Tensor,
-        sx: torch.Tensor,
-        sub: torch.Tensor | None = None,
-    ) -> None:
-        """Fold in precomputed chunk sums, each (B, P)
-        (sx: (B, D)), relative to their own max mx."""
-        if self.mx is None:
-            self.mx, self.s0, self.s1, self.sx, self.s_sub = mx, s0, s1, sx, sub
+            self.mx, self.s0, self.s1, self.sx, self.s_sub, self.sx2 = mx, s0, s1, sx, sub, sx2
             return
         new_mx = torch.maximum(self.mx, mx)
         r_old, r_new = torch.exp(self.mx - new_mx), torch.exp(mx - new_mx)  # (B, P)
+        self.s1 = shift_s1(self.s1, self.s0, self.mx, new_mx) * r_old + shift_s1(
+            s1, s0, mx, new_mx
+        ) * r_new
         self.s0 = self.s0 * r_old + s0 * r_new
-        self.s1 = self.s1 * r_old + s1 * r_new
-        self.sx = self.sx * r_old + sx * r_new
-        if sub is not None:
-            self.s_sub = self.s_sub * r_old + sub * r_new
+        self.sx = None if sx is None else self.sx * r_old + sx * r_new
+        self.s_sub = None if sub is None else self.s_sub * r_old + sub * r_new
+        self.sx2 = None if sx2 is None else self.sx2 * r_old + sx2 * r_new
         self.mx = new_mx
+
+    def add(
+        self,
+        logits: torch.Tensor,
+        values: torch.Tensor | None,
+        flag: torch.Tensor | None = None,
+        moments: int = 1,
+    ) -> None:
+        """Fold in a chunk of logits (B, c, P) with values (c, D) shared by the batch or (B, c, D);
+        flag: optional (B, c) bool. P = 1 reads each sum as a matmul."""
+        mx = logits.amax(dim=1)  # (B, P)
+        z = logits - mx[:, None, :]  # (B, c, P), <= 0
+        e = torch.exp(z)
+        sx = None if moments < 1 else _weighted(e, values)
+        sx2 = None if moments < 2 else _weighted(e, values.square())
+        sub = None if flag is None else (e * flag[..., None]).sum(1)
+        self.fold(mx, e.sum(1), (e * z).sum(1), sx, sub, sx2)
+
+    @staticmethod
+    def stack(accs: list["StreamingSoftmax"]) -> "StreamingSoftmax":
+        """One accumulator of B samples from B accumulators of one sample each ((1, P) sums)."""
+        out = StreamingSoftmax()
+        for name in ("mx", "s0", "s1", "sx", "s_sub", "sx2"):
+            parts = [getattr(a, name) for a in accs]
+            setattr(out, name, None if parts[0] is None else torch.cat(parts))
+        ws = [a.image_w for a in accs]
+        out.image_w = None if ws[0] is None else [w for ww in ws for w in ww]
+        return out
 
     def mean(self) -> torch.Tensor:
         """(B, D): the posterior mean sum_i w_i x_i."""
         return self.sx / self.s0
 
+    def second_moment(self) -> torch.Tensor:
+        """(B, D): sum_i w_i x_i^2."""
+        return self.sx2 / self.s0
+
+    def lse(self) -> torch.Tensor:
+        """(B, P): log sum_i exp(logit_i), the log normaliser."""
+        return torch.log(self.s0) + self.mx
+
     def entropy(self) -> torch.Tensor:
-        """(B, P): entropy in nats, H = log s0 + mx - s1 / s0."""
-        return torch.log(self.s0) + self.mx - self.s1 / self.s0
+        """(B, P): entropy in nats, H = log s0 - s1 / s0 (>= 0: s0 >= 1 and s1 <= 0)."""
+        return torch.log(self.s0) - self.s1 / self.s0
 
     def captured(self) -> torch.Tensor:
         """(B, P): posterior mass on the flagged images."""
         return self.s_sub / self.s0
 
 
-# ----------------------------------------------------------------------------- fast path (pixel-
-# major layout)
+def shift_s1(s1, s0, mx, new_mx):
+    """s1 = sum e (logit - mx) re-expressed relative to new_mx >= mx, before the rescale by
+    exp(mx - new_mx): s1 + (mx - new_mx) s0. Empty sums (s0 = 0, mx = -inf) stay 0."""
+    return s1 + torch.where(s0 > 0, (mx - new_mx) * s0, torch.zeros_like(s0))
 
 
-class MaskOperator:
-    """coef * M^T for a (D, D) binary mask M, applied to (D, c) columns: dense, or sparse COO when
-    sparse.
+def _weighted(e: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """sum_i e[b, i, p] v[i, d] -> (B, D): e (B, c, P), v (c, D) or (B, c, D). P = 1 is a matmul."""
+    if e.shape[2] == 1:  # shared posterior
+        return e[..., 0] @ v if v.dim() == 2 else torch.einsum("bc,bcd->bd", e[..., 0], v)
+    return (e * (v[None] if v.dim() == 2 else v)).sum(1)
 
-    `op(d)` with d: (D, c) returns (D, c) = coef * M^T @ d, i.e. out[m, i] = coef * sum_n M[n, m]
-    d[n, i]. sparse=None picks the sparse form when the density is at most SPARSE_MAX_DENSITY of the
-    device type.
+
+def _sized(work: dict, name: str, shape: tuple, like: torch.Tensor) -> torch.Tensor:
+    """A reusable buffer of `shape` from `work`, with the dtype and device of `like`: a view of a
+    flat buffer that grows only when a larger shape is asked for (subset sizes vary per step)."""
+    n = math.prod(shape)
+    b = work.get(name)
+    if b is None or b.numel() < n or b.dtype != like.dtype or b.device != like.device:
+        b = work[name] = torch.empty(n, dtype=like.dtype, device=like.device)
+    return b[:n].view(shape)
+
+
+# ----------------------------------------------------------------------------- the one kernel
+
+
+def scan_rows(B: int, D: int, local: bool) -> int:
+    """Rows per chunk of a scan shared by B samples: (B, c, D) work tensors for a per-pixel
+    posterior, (B, c) logits (a few (c, D) reads) for the global one."""
+    return chunk_rows(B, D) if local else max(1024, CHUNK_ELEMS // max(1, B * 8))
+
+
+def posterior(
+    x_t: torch.Tensor,
+    X,
+    M: torch.Tensor | None,
+    abar: float,
+    tau: float = 1.0,
+    *,
+    idx=None,
+    offsets=None,
+    flag: torch.Tensor | None = None,
+    sqnorm: torch.Tensor | None = None,
+    moments: int = 1,
+    weights: bool = False,
+    lse: torch.Tensor | None = None,
+    work: dict | None = None,
+) -> StreamingSoftmax:
+    """Every sum over training images: the softmax sums of the posterior at x_t (B, D).
+
+    M None: the global posterior, logit_i = -||x_t - sqrt(abar) x_i||^2 / (2 (1 - abar) tau)
+    (empirical Bayes; GoldDiff's w_i). M (D, D): one posterior per output pixel m (PCA locality,
+    Lukoianov et al. 2025), logit_i(m) = -sum_n M[n, m] (x_t[n] - sqrt(abar) x_i[n])^2 /
+    (2 (1 - abar) tau); over a golden subset this is GoldDiff's aggregation (Shang et al. 2026).
+    offsets: per-image log weights added to the logits (importance weights log c_i - log q_i).
+
+    Rows: idx None: every sample weighs all rows of X, an (N, D) tensor or an iterable of
+    (start, (c, D) rows) chunks in order (a streamed corpus); offsets and flag (captured mass) are
+    then (B, N), and sqnorm (N,) = ||x_i||^2 saves recomputing it. idx: a (B, k) tensor or B index
+    tensors (k_b,) into the (N, D) tensor X: sample b weighs X[idx[b]]; offsets then (B, k) or B
+    tensors (k_b,). moments: 0 (no sx: entropy only), 1, or 2 (also sx2). weights (idx only):
+    acc.image_w[b] (k_b,) = mean over pixels of each image's weight, normalised by lse (B, P)
+    when given (the merged sums of all ranks) or by these sums.
+
+    Layouts (implementation details): the global posterior is a (B, c) matmul per chunk; a scan
+    shared by the batch is pixel-major, one (D, c) transpose per chunk shared by every sample; a
+    sample's own subset under a dense mask is gathered once, image-major (k, D), and reduced down
+    its columns, which saves ~30% CPU time against gathering, transposing and going pixel-major.
     """
-
-    def __init__(self, M: torch.Tensor, coef: float, sparse: bool | None = None):
-        pattern = MASK_PATTERNS.get(M)
-        self.density = pattern["density"]
-        if sparse is None:
-            sparse = self.density <= SPARSE_MAX_DENSITY.get(M.device.type, 0.0)
-        self.sparse = bool(sparse)
-        if self.sparse:
-            coo = (
-                pattern["coo"]
-                if pattern["coo"] is not None
-                else pattern["dense_T"].to_sparse().coalesce()
-            )
-            self.A = torch.sparse_coo_tensor(
-                coo.indices(),
-                coo.values() * coef,
-                coo.shape,
-                device=M.device,
-                is_coalesced=True,
-                check_invariants=False,
-            )
-        else:
-            self.A = pattern["dense_T"] * coef  # (D, D)
-
-    def __call__(self, d: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
-        if out is None:
-            return torch.sparse.mm(self.A, d) if self.sparse else self.A @ d
-        return torch.mm(self.A, d, out=out)
+    B, D = x_t.shape
+    op = None if M is None else mask_operator(M, abar, tau)  # coef M^T, dense or sparse
+    work = {} if work is None else work
+    if idx is None:
+        if weights:
+            raise ValueError("posterior: image weights need per-sample rows (idx).")
+        if isinstance(X, torch.Tensor):
+            step = scan_rows(B, D, M is not None)
+            X = ((i, X[i : i + step]) for i in range(0, X.shape[0], step))
+        return _shared(x_t, X, op, abar, tau, offsets, flag, sqnorm, moments, work)
+    sums, image_w = [], []
+    for b in range(B):
+        off = None if offsets is None else offsets[b]
+        lse_b = None if lse is None else lse[b]
+        s, w = _own(x_t[b], X, idx[b], op, abar, tau, off, moments, weights, lse_b, work)
+        sums.append(s)
+        image_w.append(w)
+    acc = StreamingSoftmax()  # mx, s0, s1, sx, s_sub (none), sx2: each (B, .)
+    acc.fold(*(None if p[0] is None else torch.cat(p) for p in zip(*sums)))
+    acc.image_w = image_w if weights else None
+    return acc
 
 
-class _MaskPatterns:
-    """M^T (dense, and sparse COO on first need) and the density of each live mask tensor, keyed by
-    id(M) with a weak reference so an entry dies with its mask (masks themselves are cached per t in
-    DataStats). `MASK_PATTERNS.clear()` resets it (tests); a lock makes it safe for app sessions in
-    threads."""
-
-    def __init__(self):
-        self._lock = threading.Lock()
-        self._by_id: dict[int, tuple] = {}  # id(M) -> (weakref to M, pattern dict)
-
-    def get(self, M: torch.Tensor) -> dict:
-        with self._lock:
-            ref, pat = self._by_id.get(id(M), (None, None))
-            if ref is None or ref() is not M:
-                MT = M.T.contiguous()  # (D, D)
-                pat = {"density": float((M != 0).float().mean()), "dense_T": MT, "coo": None}
-                for key in [k for k, (r, _) in self._by_id.items() if r() is None]:
-                    del self._by_id[key]
-                self._by_id[id(M)] = (weakref.ref(M), pat)
-            if pat["coo"] is None and pat["density"] <= max(SPARSE_MAX_DENSITY.values()):
-                pat["coo"] = pat["dense_T"].to_sparse().coalesce()
-            return pat
-
-    def clear(self) -> None:
-        with self._lock:
-            self._by_id.clear()
+def _shared(x_t, chunks, op, abar, tau, offsets, flag, sqnorm, moments, work) -> StreamingSoftmax:
+    """The posterior of every sample over the same rows, chunk by chunk."""
+    acc, sqrt_abar = StreamingSoftmax(), math.sqrt(abar)
+    for i, Xc in chunks:
+        checkpoint()
+        c = Xc.shape[0]
+        off = None if offsets is None else offsets[:, i : i + c]  # (B, c)
+        fl = None if flag is None else flag[:, i : i + c]
+        if op is None:
+            sq = Xc.square().sum(1) if sqnorm is None else sqnorm[i : i + c]
+            L = global_logits(x_t, Xc, sq, abar, tau)  # (B, c)
+            acc.add((L if off is None else L + off)[..., None], Xc, fl, moments)
+            continue
+        XcT = Xc.T.contiguous()  # (D, c), shared by the batch
+        parts = []
+        for b in range(x_t.shape[0]):
+            L = pixel_logits(x_t[b], XcT, sqrt_abar, op, work)  # (D, c)
+            if off is not None:
+                L.add_(off[b][None, :])
+            parts.append(_pixel_sums(L, XcT, None if fl is None else fl[b], moments, work))
+        acc.fold(*(None if p[0] is None else torch.stack(p) for p in zip(*parts)))  # (B, .)
+    return acc
 
 
-MASK_PATTERNS = _MaskPatterns()
+def _own(x, X, rows, op, abar, tau, off, moments, weights, lse, work) -> tuple:
+    """One sample x (D,) over its own rows X[rows] (k,): its sums (mx, s0, s1, sx, s_sub, sx2),
+    each (1, .) or None, and its image weights (k,) (None unless asked for)."""
+    acc, D, k = StreamingSoftmax(), X.shape[1], int(rows.shape[0])
+    if k == 0:  # none of this sample's rows (on this rank)
+        z = x.new_zeros(1, D if op is not None else 1)
+        sx2 = x.new_zeros(1, D) if moments == 2 else None
+        sx = x.new_zeros(1, D) if moments else None
+        return (torch.full_like(z, -math.inf), z, z, sx, None, sx2), x.new_zeros(0)
+    if op is None:
+        Xs = X[rows]  # (k, D)
+        L = global_logits(x[None], Xs, torch.linalg.vecdot(Xs, Xs), abar, tau)  # (1, k)
+        acc.add((L if off is None else L + off[None])[..., None], Xs, None, moments)
+        w = torch.exp(L[0] + (0 if off is None else off) - acc.lse()[0]) if weights else None
+        return _sums(acc), w
+    if not op.sparse and k * D <= 2 * CHUNK_ELEMS and moments < 2:
+        return _own_image_major(x, X, rows, op, math.sqrt(abar), off, moments, weights, lse, work)
+    step, sqrt_abar, kept = chunk_rows(1, D), math.sqrt(abar), []
+    for i in range(0, k, step):  # pixel-major chunks of the sample's rows
+        checkpoint()
+        XcT = X[rows[i : i + step]].T.contiguous()  # (D, c)
+        L = pixel_logits(x, XcT, sqrt_abar, op, work)  # (D, c)
+        if off is not None:
+            L.add_(off[i : i + step][None, :])
+        sums = _pixel_sums(L, XcT, None, moments, work)
+        acc.fold(*(None if s is None else s[None] for s in sums))
+        if weights and lse is not None:  # e = exp(L - mx) is still in the work buffer
+            kept.append(work["e"].T @ torch.exp(sums[0] - lse) / D)
+    if weights and lse is None and k <= step:  # one chunk: normalised by its own sums
+        kept = [work["e"].T @ (1.0 / acc.s0[0]) / D]
+    elif weights and lse is None:  # several chunks: a second pass, now that lse is known
+        return _sums(acc), _own(x, X, rows, op, abar, tau, off, 0, True, acc.lse()[0], work)[1]
+    return _sums(acc), torch.cat(kept) if weights else None
 
 
-def mask_operator(
-    M: torch.Tensor, abar: float, tau: float = 1.0, sparse: bool | None = None
-) -> MaskOperator:
-    """The operator of `pixel_logits` at abar: coef = -1 / (2 (1 - abar) tau) folded into M^T."""
-    return MaskOperator(M, -1.0 / (2.0 * (1.0 - abar) * tau), sparse)
+def _sums(acc: StreamingSoftmax) -> tuple:
+    return acc.mx, acc.s0, acc.s1, acc.sx, acc.s_sub, acc.sx2
 
 
-def pixel_logits(
-    x: torch.Tensor, XcT: torch.Tensor, sqrt_abar: float, op: MaskOperator, work: dict | None = None
-) -> torch.Tensor:
-    """Per-pixel logits of one sample, pixel-major. x: (D,); XcT: (D, c) contiguous.
-
-    Returns L: (D, c), L[m, i] = coef * sum_n M[n, m] (x[n] - sqrt_abar XcT[n, i])^2. work: optional
-    dict of reusable (D, c) buffers ("d", "L"), so a loop over samples and chunks allocates nothing
-    large per call (fresh large tensors per call fragmented the heap to +400 MB peak on a long
-    scan).
-    """
-    d = torch.add(x[:, None], XcT, alpha=-sqrt_abar, out=_buf(work, "d", XcT)).square_()  # (D, c)
-    return op(d, out=_buf(work, "L", XcT))
-
-
-def row_sums(
-    x: torch.Tensor,
-    X: torch.Tensor,
-    rows: torch.Tensor,
-    sqrt_abar: float,
-    op: MaskOperator,
-    work: dict,
-    offset: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, ...]:
-    """Streaming sums of one sample over the images X[rows], image-major. x: (D,); X: (N, D);
-    rows: (k,) indices; op: a dense MaskOperator; offset: optional (k,) added to each image's
-    logits.
-
-    Returns (mx, s0, s1, sx) as `pixel_chunk_sums` (each (D,)) and e = exp(L - mx) (k, D), a view of
-    a work buffer. The rows are gathered once, contiguously, into a reusable (k, D) buffer and never
-    transposed: L = d @ (coef M) with d = (x - sqrt_abar X_S)^2; the softmax runs down the columns.
-    Measured on Fashion-MNIST (k = 5000, dense mask, 1 thread, CPU time): 30% less than gathering,
-    transposing and running `pixel_posterior`, for the same (D, D) @ (D, k) product.
-    """
+def _own_image_major(x, X, rows, op, sqrt_abar, off, moments, weights, lse, work):
+    """`_own` under a dense mask: the rows X[rows] (k, D) gathered once into a reusable buffer and
+    never transposed, L = d @ (coef M) with d = (x - sqrt(abar) X_S)^2; the softmax runs down the
+    columns."""
     k, D = int(rows.shape[0]), int(X.shape[1])
     Xs = torch.index_select(X, 0, rows, out=_sized(work, "Xs", (k, D), X))  # (k, D)
     d = torch.add(x[None], Xs, alpha=-sqrt_abar, out=_sized(work, "d", (k, D), X)).square_()
     L = torch.mm(d, op.A.T, out=_sized(work, "L", (k, D), X))  # (k, D): L[i, m]
-    if offset is not None:
-        L.add_(offset[:, None])
+    if off is not None:
+        L.add_(off[:, None])
     mx = L.amax(0)  # (D,)
-    e = torch.sub(L, mx, out=d).exp_()  # (k, D), reuses d
+    L.sub_(mx)  # logit - mx, <= 0
+    e = torch.exp(L, out=d)  # (k, D), reuses d
     s0 = e.sum(0)  # (D,)
-    sx = torch.mul(e, Xs, out=Xs).sum(0)
+    sx = torch.mul(e, Xs, out=Xs).sum(0) if moments else None
     s1 = torch.mul(e, L, out=L).sum(0)
-    return mx, s0, s1, sx, e
+    w = None
+    if weights:  # w[i, m] = e[i, m] exp(mx[m] - lse[m]), lse = mx + log s0 by default
+        w = e @ (1.0 / s0 if lse is None else torch.exp(mx - lse)) / D
+    return (mx[None], s0[None], s1[None], None if sx is None else sx[None], None, None), w
 
 
-def row_posterior(
-    x: torch.Tensor,
-    X: torch.Tensor,
-    rows: torch.Tensor,
-    sqrt_abar: float,
-    op: MaskOperator,
-    work: dict,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Exact per-pixel softmax of one sample over X[rows] (k,) with `row_sums`; the same returns as
-    `pixel_posterior`: x0 (D,), entropy (D,), mean over pixels of each image's weight (k,)."""
-    mx, s0, s1, sx, e = row_sums(x, X, rows, sqrt_abar, op, work)
-    return sx / s0, torch.log(s0) + mx - s1 / s0, e @ (1.0 / s0) / X.shape[1]
-
-
-def _sized(work: dict, name: str, shape: tuple, like: torch.Tensor) -> torch.Tensor:
-    """A reusable buffer of `shape` from `work`, with the dtype and device of `like`."""
-    b = work.get(name)
-    if b is None or tuple(b.shape) != shape or b.dtype != like.dtype or b.device != like.device:
-        b = work[name] = torch.empty(shape, dtype=like.dtype, device=like.device)
-    return b
-
-
-def _buf(work: dict | None, name: str, like: torch.Tensor) -> torch.Tensor | None:
-    """A reusable buffer shaped like `like` from `work` (None without a work dict)."""
-    if work is None:
-        return None
-    b = work.get(name)
-    if b is None or b.shape != like.shape or b.dtype != like.dtype or b.device != like.device:
-        b = work[name] = torch.empty_like(like, memory_format=torch.contiguous_format)
-    return b
-
-
-def pixel_posterior(
-    L: torch.Tensor, XcT: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Exact per-pixel softmax over all c images of one sample. L, XcT: (D, c).
-
-    Returns x0 (D,) = sum_i w[m, i] X[i, m], entropy (D,) = lse - sum_i w L, and the mean over
-    pixels of each image's weight (c,). lse is read off the largest weight: lse = max L - log max w.
-    """
-    w = torch.softmax(L, dim=1)  # (D, c)
-    lse = L.amax(1) - torch.log(w.amax(1))
-    return torch.linalg.vecdot(w, XcT), lse - torch.linalg.vecdot(w, L), w.mean(0)
-
-
-def pixel_chunk_sums(
-    L: torch.Tensor, XcT: torch.Tensor, flag: torch.Tensor | None = None, work: dict | None = None
-) -> tuple:
-    """Streaming sums of one chunk for `StreamingSoftmax.merge`. L, XcT: (D, c); flag: optional (c,)
-    bool.
-
-    Returns (mx, s0, s1, sx, sub), each (D,) (sub None without a flag): mx = max_i L, e = exp(L -
-    mx), s0 = sum e, s1 = sum e L, sx = sum e x, sub = sum over flagged images of e.
-    """
+def _pixel_sums(L, XcT, flag, moments, work) -> tuple:
+    """Sums of one sample's chunk, pixel-major. L, XcT: (D, c); flag: optional (c,) bool.
+    Returns (mx, s0, s1, sx, sub, sx2), each (D,) or None; e = exp(L - mx) stays in work["e"]."""
     mx = L.amax(1)  # (D,)
-    e = torch.sub(L, mx[:, None], out=_buf(work, "e", L)).exp_()  # (D, c)
+    L = L.sub_(mx[:, None])  # logit - mx, <= 0
+    e = torch.exp(L, out=work_buffer(work, "e", L))  # (D, c)
     sub = None if flag is None else e @ flag.to(e.dtype)
-    return mx, e.sum(1), torch.linalg.vecdot(e, L), torch.linalg.vecdot(e, XcT), sub
+    sx = torch.linalg.vecdot(e, XcT) if moments else None
+    sx2 = torch.linalg.vecdot(e, XcT.square()) if moments == 2 else None
+    return mx, e.sum(1), torch.linalg.vecdot(e, L), sx, sub, sx2

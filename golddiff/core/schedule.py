@@ -80,8 +80,7 @@ class NoiseSchedule:
 
 
 def pool_size(N: int, k_max: int, sigma: float) -> int:
-    """m_t = clamp(round(k_max + (N - k_max) (1 -
-    sigma_t)), k_max, N): GoldDiff's coarse pool size."""
+    """GoldDiff's pool size m_t = clamp(round(k_max + (N - k_max) (1 - sigma_t)), k_max, N)."""
     return int(min(N, max(k_max, round(k_max + (N - k_max) * (1.0 - sigma)))))
 
 

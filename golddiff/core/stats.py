@@ -6,9 +6,8 @@ Wiener (Wang & Vastola 2023, the Gaussian posterior mean):
 PCA locality (Lukoianov et al. 2025; GoldDiff, Shang et al. 2026, uses the same mask):
   L_t = U diag(s) U^T;  M0[n, m] = L_t[n, m] / L_t[n, n];  M_t = 1[|M0| >= threshold * max |M0|]
 Two mask rules (`MASK_RULES`): "stable" (this project's default, degenerate rows dropped, float64)
-and
-"published" (the official GoldDiff code's construction, float32 SVD); see docs/DESIGN.md,
-"Deviations".
+and "published" (the official GoldDiff code's construction: a float32 covariance accumulated over
+the data, a float32 SVD, a global max; `published_factors`); see docs/DESIGN.md, "Deviations".
 Gaussian PF-ODE in closed form (Wang & Vastola 2024, "analytical teleportation"): `teleport`.
 """
 
@@ -16,7 +15,7 @@ from __future__ import annotations
 
 import math
 import threading
-from typing import Iterable
+from typing import Callable, Iterable
 
 import numpy as np
 import torch
@@ -45,6 +44,40 @@ def moments(X: torch.Tensor, chunk: int = 4096) -> tuple[torch.Tensor, torch.Ten
     return moments_of(X[i : i + chunk] for i in range(0, X.shape[0], chunk))
 
 
+def published_factors(
+    rows: Callable[[int], Iterable[torch.Tensor]],
+    N: int,
+    all_reduce: Callable[[torch.Tensor], torch.Tensor] = lambda t: t,
+) -> dict[str, torch.Tensor]:
+    """U (D, D), S (D,), Vh (D, D): the float32 SVD of the data covariance built as the official
+    GoldDiff code builds it, on the rows' device. rows(b) yields the N rows in order as (c, D)
+    float32 chunks of at most b rows; they are read in PUBLISHED_BATCH-row batches, twice:
+      mean  = (float32 sum over batches of the batch's column sums) / N
+      Sigma = (float32 sum over batches of centred^T centred, centred = batch - mean) / (N - 1)
+    `all_reduce` sums the two float32 accumulators over ranks (a sharded corpus: equal to one
+    process up to float32 round-off, since the batches differ)."""
+    total = None
+    for x in rows(PUBLISHED_BATCH):
+        part = x.sum(dim=0)  # (D,) float32
+        total = part if total is None else total + part
+    if total is None:
+        raise ValueError("The published mask rule needs at least one image.")
+    D = total.shape[0]
+    check_memory(
+        5 * D * D * 4,
+        f"the ({D}, {D}) float32 covariance and SVD of the published mask rule",
+        "use a lower-resolution dataset or mask_rule='stable'",
+        total.device,
+    )
+    mean = all_reduce(total) / N  # (D,)
+    acc = torch.zeros(D, D, dtype=torch.float32, device=total.device)  # (D, D)
+    for x in rows(PUBLISHED_BATCH):
+        centred = x - mean.unsqueeze(0)  # (c, D)
+        acc += centred.T @ centred
+    U, S, Vh = torch.linalg.svd(all_reduce(acc) / (N - 1))
+    return {"U": U, "S": S, "Vh": Vh}
+
+
 def cov_from_moments(
     s: torch.Tensor, ss: torch.Tensor, N: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -59,6 +92,9 @@ DEGENERATE_REL = 1e-3
 # The published rule's guard: a diagonal entry |L_t[n, n]| below this is replaced by 1 before
 # dividing.
 PUBLISHED_EPS = 1e-6
+# Rows per batch of the published rule's covariance passes: the batch size of the official code's
+# data loaders (its configurations for MNIST, Fashion-MNIST, CIFAR-10, CelebA-HQ and AFHQ).
+PUBLISHED_BATCH = 256
 MASK_RULES = ("stable", "published")
 # Masks kept in memory per DataStats: enough for every step of a 10-step run up to D = 3 x 64 x 64
 # on a GPU.
@@ -83,12 +119,20 @@ class DataStats:
         self.mean, self.eigvals, self.eigvecs, self.n = mean, eigvals, eigvecs, n
         self._masks: dict[tuple, torch.Tensor] = {}
         self._lock = threading.Lock()
+        # () -> `published_factors` of the data these statistics describe, called once when the
+        # published mask rule is first used (set by from_data and by the corpus)
+        self.published_source: Callable[[], dict[str, torch.Tensor]] | None = None
+        self._published: dict[str, torch.Tensor] | None = None
+        self._published_lock = threading.Lock()
 
     @classmethod
     def from_data(cls, X: torch.Tensor) -> "DataStats":
         """X: (N, D) on any device, read in chunks of 4096 rows. Eigendecomposition in float64."""
         N, D = int(X.shape[0]), int(X.shape[1])
-        return cls.from_chunks((X[i : i + 4096] for i in range(0, N, 4096)), N, D, X.device)
+        stats = cls.from_chunks((X[i : i + 4096] for i in range(0, N, 4096)), N, D, X.device)
+        rows = lambda b: (X[i : i + b].float() for i in range(0, N, b))  # noqa: E731
+        stats.published_source = lambda: published_factors(rows, N)
+        return stats
 
     @classmethod
     def from_chunks(
@@ -170,8 +214,11 @@ class DataStats:
                 "use a lower-resolution dataset",
                 self.mean.device,
             )
-            M0 = self.locality_strength(abar, rule)  # (D, D), max 1
-            M = (M0 >= threshold).float()
+            if rule == "stable":
+                M = (self.locality_strength(abar, rule) >= threshold).float()
+            else:  # as published: the float32 max times the threshold
+                M0 = self._published_m0(abar)  # (D, D) float32
+                M = (M0 >= M0.max() * threshold).float()
         with self._lock:
             self._masks[key] = M.contiguous()
             self._evict_masks(keep=key)
@@ -202,21 +249,34 @@ class DataStats:
         return M0
 
     def _published_m0(self, abar: float) -> torch.Tensor:
-        """|M0| of the official GoldDiff code's rule, reproduced for comparison: a float32 SVD of
-        the covariance with divisor N - 1, L = U diag(s) V^T in float32, each row divided by its
-        diagonal entry (entries with |L[n, n]| < PUBLISHED_EPS replaced by 1), and a binary
-        threshold against the global max |M0|. At float32 round-off the near-constant pixels set
-        that max, so the mask is much sparser than the stable rule's at low noise
-        (docs/DESIGN.md, "Deviations"). Returns (D, D) float32."""
-        n = self.n if self.n is not None and self.n > 1 else 2
-        U64, lam64 = self.eigvecs.double(), self.eigvals.double() * n / (n - 1)
-        cov = ((U64 * lam64) @ U64.T).float()  # (D, D) float32, divisor N - 1
-        U, S, Vh = torch.linalg.svd(cov)  # float32, as published
-        shrink = abar * S / ((1.0 - abar) + abar * S)
-        L = (U * shrink[None, :]) @ Vh  # (D, D) float32
+        """|M0| of the official GoldDiff code's rule, reproduced for comparison: the float32 SVD
+        U diag(S) Vh of the covariance accumulated over the data in float32 (`published_factors`),
+        L = U diag(s) Vh in float32 with s = abar S / ((1 - abar) + abar S) (abar in float32), each
+        row divided by its diagonal entry (entries with |L[n, n]| < PUBLISHED_EPS replaced by 1).
+        At float32 round-off the near-constant pixels set the global max, so the mask is much
+        sparser than the stable rule's at low noise (docs/DESIGN.md, "Deviations"). Returns (D, D)
+        float32."""
+        f = self.published()
+        a = torch.tensor(abar, dtype=torch.float32, device=f["S"].device)
+        shrink = a * f["S"] / ((1 - a) + a * f["S"])  # (D,)
+        L = (f["U"] * shrink.unsqueeze(0)) @ f["Vh"]  # (D, D) float32
         diag = torch.diagonal(L).clone()
         diag[diag.abs() < PUBLISHED_EPS] = 1.0
-        return (L / diag[:, None]).abs()
+        return (L / diag.unsqueeze(1)).abs()
+
+    def published(self) -> dict[str, torch.Tensor]:
+        """The published rule's float32 SVD factors U, S, Vh (`published_factors`), built once."""
+        with self._published_lock:
+            if self._published is None:
+                if self.published_source is None:
+                    raise ValueError(
+                        "mask_rule='published' needs the images themselves (its covariance is "
+                        "accumulated over the data); build the statistics with DataStats.from_data "
+                        "or through a corpus."
+                    )
+                f = self.published_source()
+                self._published = {k: v.to(self.mean.device, torch.float32) for k, v in f.items()}
+            return self._published
 
     def _evict_masks(self, keep: tuple) -> None:
         """Bound the mask cache to MASK_CACHE_BYTES (oldest first; a 100-step run at D = 3072 would

@@ -2,11 +2,11 @@
 run.LABELS).
 
 Posterior w over N training images (rows sum to 1):
-  entropy H = -sum w log w (nats), perplexity exp(H), ESS = 1 / sum w^2, k_p = fewest images holding
-  mass p,
-  captured mass W_S = sum_{i in S} w_i, recall of the global top-|S| in S.
-Fidelity (images mapped from [-1, 1] to [0, 1]): MSE, and per-image r^2 = 1 - ||a - b||^2 / (D
-var(b)),
+  entropy H = -sum w log w (nats), perplexity exp(H), ESS = 1 / sum w^2,
+  k_p = fewest images holding mass p, captured mass W_S = sum_{i in S} w_i,
+  recall of the global top-|S| in S.
+Fidelity (images mapped from [-1, 1] to [0, 1]): MSE, and per-image
+  r^2 = 1 - ||a - b||^2 / (D var(b)),
 the r^2 of the GoldDiff paper's tables (Shang et al. 2026).
 """
 

@@ -3,6 +3,11 @@
 Used for decoded datasets (data.registry, data.folder), data statistics (denoise.corpus), faiss
 indexes (denoise.retrieval) and UMAP maps (explore.embed). Root: $GOLDDIFF_CACHE or
 ~/.cache/golddiff.
+
+Crash leftovers are swept on the next run (`SWEEP`, once per process): a builder killed between an
+array's rename and its manifest's leaves committed-name array files that no manifest lists; they
+are removed as soon as their entry's build lock is free (no builder at work), and stale temps as
+`files` describes. Nothing outside the cache folder is touched.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import hashlib
 import json
 import os
 import re
+import stat
 import threading
 import time
 import uuid
@@ -21,7 +27,15 @@ from typing import Callable
 
 import numpy as np
 
-from .files import atomic_write, inside, remove_stale_temps
+from .files import (
+    STALE_AGE,
+    Swept,
+    atomic_write,
+    inside,
+    remove_stale_temps,
+    report,
+    sweep_temps,
+)
 from .hashing import array_checksum, fingerprint
 
 # re-exported: the file and hashing helpers
@@ -29,11 +43,15 @@ __all__ = ["array_checksum", "atomic_write", "fingerprint", "inside", "remove_st
 
 
 class _Sweep:
-    """Removes the stale temp files of killed writers from every cache folder once per process."""
+    """Once per process, removes what killed writers left in the cache: stale temp files in every
+    cache folder (`files.sweep_temps`) and the orphaned array files of entries no builder is
+    writing (`sweep_orphans`). `note` (set by the CLI) receives the one-line report; without it
+    the report is a TempsSweptWarning."""
 
     def __init__(self):
         self._lock = threading.Lock()
         self.done = False
+        self.note: Callable[[str], None] | None = None
 
     def __call__(self) -> None:
         with self._lock:
@@ -44,8 +62,11 @@ class _Sweep:
             folders = [p for p in cache_dir().iterdir() if p.is_dir()]
         except OSError:
             return
-        for folder in folders:
-            remove_stale_temps(folder)
+        swept = Swept()
+        for folder in folders:  # the entry files of arrays/ are swept under their build locks
+            swept.add(sweep_temps(folder, spare=_ENTRY_FILE.fullmatch))
+        swept.add(sweep_orphans())
+        report(swept, str(cache_dir()), self.note)
 
 
 SWEEP = _Sweep()  # `SWEEP.done = False` runs it again (tests)
@@ -53,10 +74,7 @@ SWEEP = _Sweep()  # `SWEEP.done = False` runs it again (tests)
 
 def cache_dir() -> Path:
     """Disk cache root: $GOLDDIFF_CACHE or ~/.cache/golddiff."""
-    root = os.environ.get("GOLDDIFF_CACHE") or os.path.join(
-        os.path.expanduser("~"), ".cache", "golddiff"
-    )
-    return Path(root)
+    return Path(os.environ.get("GOLDDIFF_CACHE") or Path.home() / ".cache" / "golddiff")
 
 
 # ----------------------------------------------------------------------------- on-disk array cache
@@ -71,8 +89,7 @@ CACHE_VERSION = 1
 
 
 class CacheRebuiltWarning(UserWarning):
-    """A cache entry on disk was invalid (truncated,
-    other version, other source) and was rebuilt."""
+    """A cache entry on disk was invalid (truncated, other version or source) and was rebuilt."""
 
 
 def _slug(key: str) -> str:
@@ -213,7 +230,9 @@ def _read_entry(key: str, meta, verify: bool) -> tuple[dict[str, np.ndarray] | N
     return out, None
 
 
-def _write_entry(key: str, arrays: dict[str, np.ndarray], meta) -> None:
+def _write_entry(key: str, arrays: dict[str, np.ndarray], meta, locked: bool = False) -> None:
+    """Write the entry's arrays, then commit its manifest. locked: the caller holds the key's build
+    lock, so no other builder's files can be in flight."""
     d, slug = _arrays_dir(), _slug(key)
     d.mkdir(parents=True, exist_ok=True)
     build = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -258,32 +277,114 @@ def _write_entry(key: str, arrays: dict[str, np.ndarray], meta) -> None:
             with contextlib.suppress(OSError):
                 p.unlink()
         raise
-    # Delete the superseded entry's files now; anything else unreferenced (a killed writer's temp
-    # files, the files of a racing writer whose manifest lost) only once it is an hour old, so in-
-    # flight writes survive.
+    # The superseded entry's files go now. Under the build lock no other builder of this key is at
+    # work, so every other file of the entry that the new manifest does not list is what a killed
+    # builder left; without the lock those go only once they are STALE_AGE old.
     keep = {e["file"] for e in entries.values()}
-    for p in [d / f for f in old if f not in keep] + list(d.glob(f"{slug}.*")):
+    _remove(d, [f for f in old if f not in keep], stale_only=False)
+    _remove(d, [f for f in _entry_files(d).get(slug, []) if f not in keep], stale_only=not locked)
+
+
+try:
+    import fcntl
+
+    _FCNTL = True
+except ImportError:  # no fcntl (Windows): builders are not serialised
+    _FCNTL = False
+
+# The files of an entry besides <slug>.json and <slug>.lock: <slug>.<build>.<array>.npy (an array),
+# the same + .tmp (an array being written) and <slug>.json.<build>.tmp (a manifest being written).
+_ENTRY_FILE = re.compile(
+    r"(.+-[0-9a-f]{12})\."
+    r"(?:\d+-[0-9a-f]{8}\.[A-Za-z0-9_]+\.npy(?:\.tmp)?|json\.\d+-[0-9a-f]{8}\.tmp)"
+)
+
+
+def _entry_files(d: Path) -> dict[str, list[str]]:
+    """{slug: the names of its array and temp files} in the arrays folder `d`."""
+    out: dict[str, list[str]] = {}
+    with contextlib.suppress(OSError):
+        for name in os.listdir(d):
+            m = _ENTRY_FILE.fullmatch(name)
+            if m is not None:
+                out.setdefault(m.group(1), []).append(name)
+    return out
+
+
+def _remove(d: Path, names: list[str], stale_only: bool) -> Swept:
+    """Delete these regular files of the arrays folder (only those STALE_AGE old if stale_only)."""
+    out = Swept()
+    for name in names:
+        p = inside(d, name)
+        if p is None:
+            continue
         with contextlib.suppress(OSError):
-            stale = time.time() - p.stat().st_mtime > 3600
-            if p.name not in keep and p.suffix in (".npy", ".tmp") and (p.name in old or stale):
-                p.unlink()
+            st = p.lstat()
+            if not stat.S_ISREG(st.st_mode):
+                continue
+            if stale_only and time.time() - st.st_mtime <= STALE_AGE:
+                continue
+            p.unlink()
+            out.files.append(p)
+            out.nbytes += st.st_size
+    return out
+
+
+def _listed(d: Path, slug: str) -> set[str] | None:
+    """The file names the manifest of `slug` lists (none when there is no manifest); None when the
+    manifest cannot be read, so that nothing of the entry is touched."""
+    try:
+        man = json.loads((d / f"{slug}.json").read_text())
+    except FileNotFoundError:
+        return set()
+    except (OSError, ValueError):
+        return None
+    try:
+        return {str(e["file"]) for e in man["arrays"].values()}
+    except (KeyError, TypeError, AttributeError):
+        return None
+
+
+def sweep_orphans() -> Swept:
+    """Remove the array and temp files that no manifest lists, of every entry whose build lock is
+    free (no builder is writing it, in this process or another): what a builder killed between an
+    array's rename and its manifest's leaves. An entry being built, or one whose manifest cannot be
+    read, is left alone. Returns what was removed."""
+    d, out = _arrays_dir(), Swept()
+    for slug, names in _entry_files(d).items():
+        try:
+            with _slug_lock(slug, wait=False) as held:
+                listed = _listed(d, slug) if held is not False else None
+                if listed is not None:
+                    gone = [n for n in names if n not in listed]
+                    out.add(_remove(d, gone, stale_only=held is None))
+        except OSError:  # the lock cannot be opened (read-only cache): leave the entry
+            continue
+    return out
 
 
 @contextlib.contextmanager
-def _build_lock(key: str):
-    """Exclusive lock serialising builders of one key (fcntl; a no-op where fcntl is missing)."""
-    try:
-        import fcntl
-    except ImportError:
-        yield
+def _slug_lock(slug: str, wait: bool = True):
+    """Exclusive fcntl lock on <slug>.lock, serialising the builders of one entry. Yields True when
+    held, False when `wait` is off and another holder has it, None where fcntl is missing."""
+    if not _FCNTL:
+        yield None
         return
-    path = _arrays_dir() / f"{_slug(key)}.lock"
-    with open(path, "a+") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
+    with open(_arrays_dir() / f"{slug}.lock", "a+") as f:
         try:
-            yield
+            fcntl.flock(f, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _build_lock(key: str):
+    """The lock serialising builders of `key` (a no-op where fcntl is missing)."""
+    return _slug_lock(_slug(key))
 
 
 def cached_arrays(
@@ -312,7 +413,7 @@ def cached_arrays(
     try:
         _arrays_dir().mkdir(parents=True, exist_ok=True)
         lock = _build_lock(key)
-        lock.__enter__()
+        held = lock.__enter__()
     except OSError as e:
         warnings.warn(
             f"The cache folder {_arrays_dir()} is not writable ({e}); '{key}' is kept in memory "
@@ -334,7 +435,7 @@ def cached_arrays(
             )
         built = _check_built(key, build())
         try:
-            _write_entry(key, built, meta)
+            _write_entry(key, built, meta, locked=held is True)
         except OSError as e:
             warnings.warn(
                 f"Could not write the cache entry '{key}' ({e}); it is kept in memory only."

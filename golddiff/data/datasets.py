@@ -1,5 +1,4 @@
-"""The Dataset container and the one conversion
-between stored uint8 pixels and model space [-1, 1].
+"""The Dataset container and the one conversion between stored uint8 pixels and model space [-1, 1].
 
 A dataset whose float32 images would pass OUT_OF_CORE_BYTES is out-of-core: its `images` is a
 `U8Images` view that converts only the rows asked for from the uint8 memory map, and the float32

@@ -123,8 +123,7 @@ def find_files(folder: str, names: tuple[str, ...]) -> list[Path] | None:
 
 
 def files_meta(paths: list[Path]) -> list:
-    """[path, size, mtime_ns] per source file: a changed
-    or moved source rebuilds the decoded cache."""
+    """[path, size, mtime_ns] per source file; a changed or moved source rebuilds the cache."""
     return [[str(p), (st := p.stat()).st_size, st.st_mtime_ns] for p in paths]
 
 

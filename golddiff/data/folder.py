@@ -15,6 +15,7 @@ import numpy as np
 
 from .cache import Streamed, cache_dir, cached_arrays
 from .datasets import OUT_OF_CORE_BYTES, Dataset, from_u8
+from .files import temp_name
 from .memory import check_memory
 
 # ----------------------------------------------------------------------------- image folders
@@ -176,15 +177,16 @@ def _decode_folder(root: Path, files: list[Path], res: int) -> dict:
     tmp_dir = cache_dir() / "tmp"
     try:
         tmp_dir.mkdir(parents=True, exist_ok=True)
-    except OSError:
-        tmp_dir = None  # the system's temp folder
-    fd, tmp = tempfile.mkstemp(suffix=".npy", dir=tmp_dir)
-    os.close(fd)
+        tmp = temp_name(tmp_dir / "decoded.npy")  # named so that a killed run's is swept
+    except OSError:  # the system's temp folder
+        fd, tmp = tempfile.mkstemp(suffix=".npy")
+        os.close(fd)
     try:
         rgb = np.lib.format.open_memmap(tmp, "w+", np.uint8, (len(files), res, res, 3))
         C = 3 if _decode_into(rgb, files, res) else 1
     except BaseException:
-        os.unlink(tmp)
+        if os.path.exists(tmp):
+            os.unlink(tmp)
         raise
 
     def fill(out: np.ndarray) -> None:  # out: (N, C, res, res)

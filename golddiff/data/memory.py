@@ -67,8 +67,9 @@ def proc_bytes(path: str, key: str) -> int | None:
 
 
 def parse_bytes(spec: str | int | float, source: str = "max_memory") -> int:
-    """'2GB', '512 MB', '1.5G', '3GiB' or a plain number of bytes -> int bytes. Raises ValueError
-    otherwise."""
+    """'2GB', '512 MB', '1.5G', '3GiB' or a plain number of bytes -> int bytes (rounded down).
+    Raises ValueError otherwise, and for a size that rounds down to 0 bytes (0.5, '0.4 B'), like 0
+    itself."""
     if isinstance(spec, (int, float)) and not isinstance(spec, bool):
         value, unit = float(spec), ""
     else:
@@ -79,8 +80,10 @@ def parse_bytes(spec: str | int | float, source: str = "max_memory") -> int:
             )
         value, unit = float(m.group(1)), m.group(2).lower()
     n = value * _UNITS[unit]
-    if not n > 0 or n != n or n == float("inf"):
-        raise ValueError(f"{source}={spec!r} must be a positive memory size such as 2GB.")
+    if not n >= 1 or n == float("inf"):  # 0, NaN and sizes that round down to 0 bytes
+        raise ValueError(
+            f"{source}={spec!r} must be a positive memory size of at least 1 byte, such as 2GB."
+        )
     return int(n)
 
 

@@ -1,34 +1,27 @@
-"""The corpus (a dataset placed on a device with what every method needs) and the scans over it.
+"""The corpus: a dataset placed on a device with what every method needs, and the one way its
+images are summed over.
 
-Global posterior (empirical Bayes, the "optimal" denoiser): w_i = softmax_i(-||x_t - sqrt(abar)
-x_i||^2 / (2 (1 - abar) tau)), `global_posterior` / `global_scan`. PCA-locality posterior per output
-pixel over all N (`locality_scan`, Lukoianov et al. 2025) or over a golden subset
-(`locality_subset`, GoldDiff, Shang et al. 2026). Scans stream over chunks of images with an exact
-online log-sum-exp: never a (B, N, D) tensor.
+`Corpus.posterior` feeds the kernel `core.posterior.posterior` the rows it holds (in memory,
+memory-mapped out of core, or one rank's shard) and merges the partial sums through its `comm`
+(`core.comm`: the identity in one process, the all-reduce under `--shard corpus`). Global posterior
+(empirical Bayes, the "optimal" denoiser): w_i = softmax_i(-||x_t - sqrt(abar) x_i||^2 /
+(2 (1 - abar) tau)); PCA-locality posterior per output pixel over all N (Lukoianov et al. 2025) or
+over a golden subset (GoldDiff, Shang et al. 2026). Scans stream over chunks of images with an
+exact online log-sum-exp: never a (B, N, D) tensor.
 """
 
 from __future__ import annotations
 
-import math
 import threading
 from typing import Iterator
 
 import numpy as np
 import torch
 
-from ..core.interrupt import checkpoint
-from ..core.posterior import (
-    CHUNK_ELEMS,
-    StreamingSoftmax,
-    chunk_rows,
-    global_logits,
-    mask_operator,
-    pixel_chunk_sums,
-    pixel_logits,
-    pixel_posterior,
-    row_posterior,
-)
-from ..core.stats import DataStats
+from ..core.comm import LOCAL, Comm, merge_softmax
+from ..core.logits import global_logits
+from ..core.posterior import CHUNK_ELEMS, StreamingSoftmax, chunk_rows, posterior, scan_rows
+from ..core.stats import DataStats, published_factors
 from ..data.cache import cached_arrays, fingerprint
 from ..data.datasets import PROXY_F32_BYTES, Dataset
 from ..data.device import pick_device
@@ -45,7 +38,8 @@ class Corpus:
     after build except for its lazily filled caches (statistics, masks, proxy indexes).
 
     A shard (torch.distributed, `run.sharded`) holds rows offset .. offset + N of a dataset of
-    `total` rows, with the `stats` of all of them; otherwise offset = 0 and total = N.
+    `total` rows, with the `stats` of all of them, and merges its sums through `comm` (the
+    all-reduce); otherwise offset = 0, total = N and comm is the identity (`core.comm.LOCAL`).
     """
 
     def __init__(
@@ -55,8 +49,9 @@ class Corpus:
         offset: int = 0,
         total: int | None = None,
         stats: DataStats | None = None,
+        comm: Comm = LOCAL,
     ):
-        self.data, self.device = data, device
+        self.data, self.device, self.comm = data, device, comm
         self.shape = data.shape  # (C, H, W)
         self.out_of_core = data.out_of_core  # X stays uint8 on disk; rows converted on demand
         if self.out_of_core:
@@ -111,6 +106,110 @@ class Corpus:
             for i, x in self.data.chunks(size):
                 yield i, x.to(self.device)
 
+    @property
+    def sharded(self) -> bool:
+        return self.comm.world > 1
+
+    def posterior(
+        self,
+        x_t: torch.Tensor,
+        M: torch.Tensor | None,
+        abar: float,
+        tau: float = 1.0,
+        subset=None,
+        offsets=None,
+        held: torch.Tensor | None = None,
+        moments: int = 1,
+        weights: bool = False,
+        work: dict | None = None,
+    ) -> StreamingSoftmax:
+        """The posterior sums at x_t (B, D) over the corpus (`core.posterior.posterior`: M None
+        global, M (D, D) per pixel), merged over the ranks of a sharded corpus by `comm`.
+
+        subset None: all N images, streamed in chunks (read from disk out of core); held: optional
+        (B, k) dataset indices whose mass is kept (acc.captured()). subset: (B, k) dataset indices
+        or B index tensors (k_b,), sample b's own images, with optional per-image log weights
+        `offsets` of the same shapes; weights: acc.image_w, each image's mean per-pixel weight,
+        (B, k) for a (B, k) subset (else one (k_b,) tensor per sample). work: reusable buffers
+        for a caller that calls again and again (the adaptive subset's rounds).
+        """
+        if subset is None:
+            return self.comm_merge(self._scan(x_t, M, abar, tau, held, moments))
+        rows, offs, where = self._local(subset, offsets)
+        if self.X is not None:
+            acc = posterior(x_t, self.X, M, abar, tau, idx=rows, offsets=offs, moments=moments,
+                            weights=weights and not self.sharded, work=work)
+        else:  # out of core: each sample's rows read from disk once
+            acc = StreamingSoftmax.stack([
+                posterior(x_t[b : b + 1], self.rows(r), M, abar, tau,
+                          idx=[torch.arange(r.shape[0], device=self.device)],
+                          offsets=None if offs is None else [offs[b]], moments=moments,
+                          weights=weights and not self.sharded)
+                for b, r in enumerate(rows)
+            ])
+        acc = self.comm_merge(acc)
+        if weights and self.sharded:  # normalised by the merged sums: a second, local pass
+            acc.image_w = posterior(x_t, self.X, M, abar, tau, idx=rows, offsets=offs,
+                                    moments=0, weights=True, lse=acc.lse()).image_w
+        if weights and isinstance(subset, torch.Tensor):
+            acc.image_w = self._spread_back(acc.image_w, where, subset.shape)
+        return acc
+
+    def comm_merge(self, acc: StreamingSoftmax) -> StreamingSoftmax:
+        """The sums over every rank's rows (identity in one process)."""
+        return merge_softmax(self.comm, acc)
+
+    def _scan(self, x_t, M, abar, tau, held, moments) -> StreamingSoftmax:
+        """The posterior sums over all of this corpus's rows, chunk by chunk."""
+        B, D, N = x_t.shape[0], self.D, self.N
+        step = scan_rows(B, D, M is not None)
+        if self.out_of_core:  # each chunk is converted to float32: (step, D) stays ~64 MB
+            step = min(step, chunk_rows(1, D))
+        c = min(step, N)
+        if M is None:
+            need, what = 4 * B * c * 4 + 4 * B * D * 4 + self.out_of_core * c * D * 4, (
+                f"the full-scan optimal step for n={B} samples over N={N} images")
+        else:
+            need, what = aggregation_bytes(B, c, D) + 4 * B * D * 4, (
+                f"the full-scan PCA-locality step for n={B} samples (chunks of {c} images, D={D})")
+        check_memory(need, what, "lower --n", x_t.device)
+        flag = None
+        if held is not None:  # (B, N) bool: the held images among this corpus's rows
+            flag = torch.zeros(B, N, dtype=torch.bool, device=x_t.device)
+            for b, (_, r) in enumerate(zip(*self._local_rows(held))):
+                flag[b, r] = True
+        return posterior(x_t, self.chunks(step), M, abar, tau, flag=flag, sqnorm=self.sqnorm,
+                         moments=moments)
+
+    def _local_rows(self, S) -> tuple[list, list]:
+        """Per sample b: (positions j in S[b], local rows S[b, j] - offset) of the dataset indices
+        S[b] that this corpus holds."""
+        pos, rows = [], []
+        for s in S:
+            local = s - self.offset
+            inside = ((local >= 0) & (local < self.N)).nonzero()[:, 0]
+            pos.append(inside)
+            rows.append(local[inside])
+        return pos, rows
+
+    def _local(self, subset, offsets):
+        """(rows, offsets, positions) of a subset in this corpus's own row numbers; positions None
+        when the corpus holds every row (one process: the subset is used as it is)."""
+        if not self.sharded:
+            return subset, offsets, None
+        where, rows = self._local_rows(subset)
+        offs = None if offsets is None else [o[j] for o, j in zip(offsets, where)]
+        return rows, offs, where
+
+    def _spread_back(self, image_w: list, where, shape) -> torch.Tensor:
+        """(B, k) image weights from each sample's (k_b,) weights of its rows on this rank."""
+        if where is None:
+            return torch.stack(image_w)
+        out = torch.zeros(shape, dtype=image_w[0].dtype, device=self.device)
+        for b, (j, w) in enumerate(zip(where, image_w)):
+            out[b, j] = w
+        return self.comm.all_reduce(out)
+
     def _proxies(self, low_res: int) -> torch.Tensor:
         """(N, d) proxies built chunk by chunk (out-of-core); float16 when float32 would pass
         PROXY_F32_BYTES."""
@@ -137,7 +236,24 @@ class Corpus:
             self._stats = DataStats.from_arrays(
                 {k: v.copy() for k, v in arrays.items()}, self.device, self.N
             )
+        if self._stats.published_source is None:
+            self._stats.published_source = self._published_factors
         return self._stats
+
+    def _published_factors(self) -> dict[str, torch.Tensor]:
+        """The published mask rule's float32 SVD of the covariance accumulated over these rows (all
+        ranks' under --shard corpus), disk-cached in one process."""
+        rows = lambda b: (x for _, x in self.chunks(b))  # noqa: E731
+        if self.sharded:
+            return published_factors(rows, self.total, self.comm.all_reduce)
+        shape = "x".join(map(str, self.shape))
+        src = self.data.u8 if self.out_of_core else self.data.images
+        key = f"stats-published/v1/{self.data.name}/N{self.N}/{shape}/{fingerprint(src)}"
+
+        def build() -> dict[str, np.ndarray]:
+            return {k: v.cpu().numpy() for k, v in published_factors(rows, self.N).items()}
+
+        return {k: torch.from_numpy(np.array(v)) for k, v in cached_arrays(key, build).items()}
 
     def _build_stats(self) -> DataStats:
         if self.X is not None:
@@ -235,7 +351,7 @@ def corpus_logits(x_t: torch.Tensor, corpus: Corpus, abar: float, tau: float) ->
     )
 
 
-# ----------------------------------------------------------------------------- aggregation kernels
+# ----------------------------------------------------------------------------- memory
 
 
 def aggregation_bytes(B: int, rows: int, D: int) -> int:
@@ -245,146 +361,11 @@ def aggregation_bytes(B: int, rows: int, D: int) -> int:
 
 
 def subset_bytes(B: int, k: int, D: int) -> int:
-    """Bytes of gathering a (B, k, D) golden subset and aggregating over it with
-    `locality_subset`."""
+    """Bytes of gathering a (B, k, D) golden subset and aggregating over it
+    (`Corpus.posterior` with a subset)."""
     work = (
         3 * B * k * D * 4
         if B * k * D <= 4 * CHUNK_ELEMS
         else aggregation_bytes(B, chunk_rows(B, D), D)
     )
     return B * k * D * 4 + work
-
-
-def global_scan(x_t: torch.Tensor, corpus: Corpus, abar: float, tau: float) -> StreamingSoftmax:
-    """Exact global posterior mean by streaming over
-    chunks of N (memory O(B * chunk)). x_t: (B, D)."""
-    acc = StreamingSoftmax()
-    B = x_t.shape[0]
-    step = max(1024, CHUNK_ELEMS // max(1, B * 8))
-    if corpus.out_of_core:  # each chunk is converted to float32: (step, D) stays ~64 MB
-        step = min(step, chunk_rows(1, corpus.D))
-    check_memory(
-        4 * B * min(step, corpus.N) * 4
-        + 4 * B * corpus.D * 4
-        + corpus.out_of_core * min(step, corpus.N) * corpus.D * 4,
-        f"the full-scan optimal step for n={B} samples over N={corpus.N} images",
-        "lower --n",
-        x_t.device,
-    )
-    for i, x in corpus.chunks(step):
-        checkpoint()
-        logits = global_logits(x_t, x, corpus.sqnorm[i : i + x.shape[0]], abar, tau)  # (B, chunk)
-        acc.add(logits[..., None], x)
-    return acc
-
-
-def locality_scan(
-    x_t: torch.Tensor,
-    X: torch.Tensor | Corpus,
-    M: torch.Tensor,
-    abar: float,
-    tau: float,
-    flag: torch.Tensor | None = None,
-) -> StreamingSoftmax:
-    """PCA-locality posterior over all rows of X (N, D), streamed in chunks; exact per-pixel
-    softmax.
-
-    x_t: (B, D); X: (N, D) rows or a Corpus (read chunk by chunk); M: (D, D); flag: optional (B, N)
-    bool marking a subset whose per-pixel mass is wanted.
-    """
-    acc = StreamingSoftmax()
-    B, (N, D) = x_t.shape[0], ((X.N, X.D) if isinstance(X, Corpus) else X.shape)
-    step = chunk_rows(B, D)
-    check_memory(
-        aggregation_bytes(B, min(step, N), D) + 4 * B * D * 4,
-        f"the full-scan PCA-locality step for n={B} samples "
-        f"(chunks of {min(step, N)} images, D={D})",
-        "lower --n",
-        x_t.device,
-    )
-    op, sqrt_abar, work = (
-        mask_operator(M, abar, tau),
-        math.sqrt(abar),
-        {},
-    )  # coef * M^T (dense or sparse), buffers
-    chunks = (
-        X.chunks(step)
-        if isinstance(X, Corpus)
-        else ((i, X[i : i + step]) for i in range(0, N, step))
-    )
-    for i, Xc in chunks:
-        XcT = Xc.T.contiguous()  # (D, c), shared by the batch
-        checkpoint()
-        parts = [
-            pixel_chunk_sums(
-                pixel_logits(x_t[b], XcT, sqrt_abar, op, work),
-                XcT,
-                None if flag is None else flag[b, i : i + step],
-                work,
-            )
-            for b in range(B)
-        ]
-        acc.merge(*(None if p[0] is None else torch.stack(p) for p in zip(*parts)))  # each (B, D)
-    return acc
-
-
-def locality_subset(
-    x_t: torch.Tensor,
-    Xs: torch.Tensor,
-    M: torch.Tensor,
-    abar: float,
-    tau: float,
-    S: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """PCA-locality posterior over a per-sample subset: Xs (B, k, D), or with S (B, k) indices the
-    corpus Xs = X (N, D) or the Corpus itself (`Corpus.rows`), whose rows S[b] are sample b's
-    subset (gathered one sample at a time, never (B, k, D)).
-
-    Returns x0_hat (B, D), per-pixel entropy (B, D), and the mean per-pixel weight of each subset
-    image (B, k) when the (B, k, D) weights fit in a few chunks (else None, computed by streaming).
-    """
-    B, D = x_t.shape
-    k = int(S.shape[1]) if S is not None else int(Xs.shape[1])
-    rows = (lambda b: _gather(Xs, S[b])) if S is not None else (lambda b: Xs[b])  # b -> (k, D)
-    op, sqrt_abar = mask_operator(M, abar, tau), math.sqrt(
-        abar
-    )  # coef * M^T, dense or sparse by density
-    if S is not None and not op.sparse and k * D <= 2 * CHUNK_ELEMS:  # gathered once, image-major
-        work = {}
-        outs = [row_posterior(x_t[b], *_source(Xs, S[b]), sqrt_abar, op, work) for b in range(B)]
-        return tuple(torch.stack(o) for o in zip(*outs))
-    if B * k * D <= 4 * CHUNK_ELEMS:  # one exact softmax per sample
-        outs = [
-            pixel_posterior(pixel_logits(x_t[b], XbT, sqrt_abar, op), XbT)
-            for b in range(B)
-            for XbT in (rows(b).T.contiguous(),)
-        ]  # XbT: (D, k)
-        return tuple(torch.stack(o) for o in zip(*outs))
-    acc, work = StreamingSoftmax(), {}
-    step = chunk_rows(B, D)
-    for i in range(0, k, step):
-        checkpoint()
-        parts = []
-        for b in range(B):
-            XcT = rows(b)[i : i + step].T.contiguous()  # (D, c)
-            parts.append(
-                pixel_chunk_sums(pixel_logits(x_t[b], XcT, sqrt_abar, op, work), XcT, None, work)
-            )
-        acc.merge(*(None if p[0] is None else torch.stack(p) for p in zip(*parts)))
-    return acc.mean(), acc.entropy(), None
-
-
-def _source(X: torch.Tensor | Corpus, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(rows tensor, indices into it) for `row_posterior`: the in-memory (N, D) X and idx, or, out
-    of core, the k rows read from disk once with indices 0..k-1."""
-    if isinstance(X, Corpus):
-        if X.X is None:
-            rows = X.rows(idx)  # (k, D)
-            return rows, torch.arange(rows.shape[0], device=rows.device)
-        return X.X, idx
-    return X, idx
-
-
-def _gather(X: torch.Tensor | Corpus, idx: torch.Tensor) -> torch.Tensor:
-    """Rows idx of X (N, D) or of a Corpus: (*idx.shape, D) float32."""
-    return X.rows(idx) if isinstance(X, Corpus) else X[idx]

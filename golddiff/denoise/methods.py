@@ -17,24 +17,17 @@ from dataclasses import replace
 import numpy as np
 import torch
 
-from ..core.posterior import MASK_PATTERNS
+from ..core.logits import MASK_PATTERNS
 from ..core.schedule import NoiseSchedule, pool_size, subset_size
-from ..core.summaries import perplexity
 from ..data.datasets import Dataset
 from ..data.memory import check_memory
 from .adaptive import DRAWS_PER_K, adaptive_aggregate, proposal_temper, proxy_proposal
 from .output import DenoiseOutput
-from .corpus import (
-    Corpus,
-    get_corpus,
-    global_posterior,
-    global_scan,
-    locality_scan,
-    locality_subset,
-    subset_bytes,
-)
-from .params import METHODS, DenoiserParams
+from .corpus import Corpus, get_corpus, subset_bytes
+from .local_subset import local_denoise
+from .params import DenoiserParams
 from .retrieval import check_backend, fine_select, proxy_factor, search_recall
+from .shard_screen import sharded_select
 from .streams import DRAWS, SampleStreams
 
 
@@ -61,7 +54,9 @@ class Denoiser:
     ):
         self.corpus, self.schedule = corpus, schedule
         # corpus.total: all N rows of the dataset, also when this corpus holds only a shard of them
-        self.params = (params or DenoiserParams()).validate(self.name, corpus.total, corpus.shape)
+        self.params = (params or DenoiserParams()).validate(
+            self.name, corpus.total, corpus.shape, 1.0 - float(schedule.abars.max())
+        )
 
     @property
     def temperature(self) -> float:
@@ -84,6 +79,7 @@ class Denoiser:
             raise ValueError(
                 "x_t contains NaN or infinite values; restart sampling from finite noise."
             )
+        self.corpus.comm.phase = "denoise"  # what a sharded corpus's merges are counted under
         return self._denoise(x_t, int(t), self.schedule.abar(t), generator)
 
     def _denoise(self, x_t, t, abar, generator) -> DenoiseOutput:
@@ -97,7 +93,7 @@ class OptimalDenoiser(Denoiser):
 
     def _denoise(self, x_t, t, abar, generator):
         t0 = time.perf_counter()
-        acc = global_scan(x_t, self.corpus, abar, self.temperature)
+        acc = self.corpus.posterior(x_t, None, abar, self.temperature)
         return _aggregate_only(self, acc.mean(), t0, acc.entropy().expand(-1, self.corpus.D))
 
 
@@ -124,19 +120,29 @@ class PCALocalityDenoiser(Denoiser):
     def _denoise(self, x_t, t, abar, generator):
         M = self.mask(t, abar)
         t0 = time.perf_counter()
-        acc = locality_scan(x_t, self.corpus, M, abar, self.temperature)
+        acc = self.corpus.posterior(x_t, M, abar, self.temperature)
         return _aggregate_only(self, acc.mean(), t0, acc.entropy())
 
 
 class GoldDiffDenoiser(PCALocalityDenoiser):
-    """GoldDiff: coarse pool (m_t) -> proxy screen (k_max) -> full-res select (k_t) -> PCA-locality
-    over S_t."""
+    """GoldDiff (Shang et al. 2026), one step as the paper's coarse-to-fine recipe:
+    1. pool: m_t images drawn uniformly (`core.schedule.pool_size`), or all N (nearest);
+    2. coarse screen: the k_max nearest in the proxy space, ||P x_t - sqrt(abar) P x_i||^2;
+    3. fine selection: the k_t nearest of those at full resolution (`core.schedule.subset_size`),
+       the golden subset S_t;
+    4. aggregation: the exact PCA-locality posterior (Lukoianov et al. 2025) over S_t alone.
+    subset="adaptive" replaces 1-3 by importance draws (`denoise.adaptive`)."""
 
     name = "golddiff"
 
     def __init__(self, corpus, schedule, params=None):
         super().__init__(corpus, schedule, params)
         p = self.params
+        if corpus.sharded and p.backend != "torch":
+            raise ValueError(
+                "--shard corpus screens each shard with the exact torch search; "
+                "choose --backend torch."
+            )
         check_backend(p.backend)  # faiss installed when a faiss backend is asked for
         self.k_min, self.k_max, self.low_res, self.pool = p.k_min, p.k_max, p.low_res, p.pool
         corpus.proxy(
@@ -165,8 +171,8 @@ class GoldDiffDenoiser(PCALocalityDenoiser):
         stream, so every rank of a sharded corpus draws the same pool. With a torch.Generator one
         62-bit seed is taken from it and numpy's Generator.choice(replace=False) draws each
         sample's m_t-subset exactly uniformly and independently (Floyd's algorithm for small m_t,
-        a partial Fisher-Yates shuffle otherwise): 0.5 ms per sample at N = 60,000 against 16 ms
-        for torch.randperm(N) on a 2-core CPU.
+        a partial Fisher-Yates shuffle otherwise), at a cost of O(m_t) per sample where
+        torch.randperm would pay O(N).
         """
         N = self.corpus.total
         if m_t >= N:
@@ -183,27 +189,21 @@ class GoldDiffDenoiser(PCALocalityDenoiser):
         """(B,) bool: which samples screen all N (nearest) instead of a random pool of m_t.
 
         random / nearest: all False / all True. auto: a sample goes nearest once its exact global
-        posterior has
-        concentrated onto fewer images than the subset holds (perplexity exp(H) < k_t; one (B, D) @
-        (D, N)
-        product). Before that the posterior is flat and a random pool is its unbiased Monte-Carlo
-        sample;
-        after it the nearest images are the support. Measured on Fashion-MNIST (10 steps, k 3000 /
-        6000):
-        one-step r^2 against the full scan >= 0.986 at every step, where random dips to 0.964 (t =
-        400) and
-        nearest to 0.53 (t = 900).
+        posterior has concentrated onto fewer images than the subset holds (perplexity exp(H) <
+        k_t; one (B, D) @ (D, N) product). Before that the posterior is flat and a random pool is
+        its unbiased Monte-Carlo sample; after it the nearest images are the support.
         """
         B = x_t.shape[0]
         if self.pool != "auto":
             return torch.full((B,), self.pool == "nearest", dtype=torch.bool, device=self.device)
-        return (
-            perplexity(global_posterior(x_t, self.corpus, abar, self.temperature)) < k_t
-        )  # (B, N) -> (B,)
+        acc = self.corpus.posterior(x_t, None, abar, self.temperature, moments=0)
+        return torch.exp(acc.entropy()[:, 0]) < k_t  # (B,)
 
     def _denoise(self, x_t, t, abar, generator):
         if self.params.subset == "adaptive":
             return self._adaptive(x_t, t, abar, generator)
+        if self.params.subset == "local":
+            return local_denoise(self, x_t, t, abar, generator)
         corpus, sqrt_abar, p = self.corpus, math.sqrt(abar), self.params
         m_t, k_t = self.sizes(t)
         B, D = x_t.shape
@@ -225,26 +225,36 @@ class GoldDiffDenoiser(PCALocalityDenoiser):
             self.draw_pool(m_t, B, generator, t) if not bool(near.all()) else None
         )  # (B, m_t) or None
         q = index.query(x_t)  # (B, d)
-        cand = torch.empty(
-            B, min(self.k_max, corpus.N), dtype=torch.long, device=self.device
-        )  # (B, k_max)
         recall = None
-        for rows, pool_b in ((near, None), (~near, pool)):  # the two screening groups
-            if bool(rows.any()):
-                group_pool = None if pool_b is None else pool_b[rows]
-                cand[rows] = index.search(q[rows], sqrt_abar, self.k_max, group_pool, p.nprobe)
-        _sync(self.device)
-        t1 = time.perf_counter()
-        # 2. fine: full-resolution distance, keep the k_t nearest -> golden subset S_t
-        S = fine_select(x_t, corpus, corpus.sqnorm, cand, sqrt_abar, k_t)  # (B, k_t)
+        if corpus.sharded:  # each rank screens its rows; the global top k_max, then k_t
+            S = sharded_select(corpus, index, x_t, q, sqrt_abar, near, pool, self.k_max, k_t)
+            t1 = time.perf_counter()
+        else:
+            cand = torch.empty(
+                B, min(self.k_max, corpus.N), dtype=torch.long, device=self.device
+            )  # (B, k_max)
+            for rows, pool_b in ((near, None), (~near, pool)):  # the two screening groups
+                if bool(rows.any()):
+                    group_pool = None if pool_b is None else pool_b[rows]
+                    cand[rows] = index.search(q[rows], sqrt_abar, self.k_max, group_pool, p.nprobe)
+            _sync(self.device)
+            t1 = time.perf_counter()
+            # 2. fine: full-resolution distance, keep the k_t nearest -> golden subset S_t
+            S = fine_select(x_t, corpus, corpus.sqnorm, cand, sqrt_abar, k_t)  # (B, k_t)
         _sync(self.device)
         t2 = time.perf_counter()
         # 3. aggregate: exact per-pixel PCA-locality softmax over S_t only
-        x0, H, wmean = locality_subset(x_t, corpus, M, abar, self.temperature, S=S)
+        acc = corpus.posterior(x_t, M, abar, self.temperature, subset=S, weights=True)
+        x0, H, wmean = acc.mean(), acc.entropy(), acc.image_w
         _sync(self.device)
         t3 = time.perf_counter()
         # diagnostics (untimed): recall of an approximate search against the exact proxy top-k_max
-        if index.approximate and bool(near.any()) and index.uses_index(cand.shape[1], None):
+        if (
+            not corpus.sharded
+            and index.approximate
+            and bool(near.any())
+            and index.uses_index(cand.shape[1], None)
+        ):
             recall = torch.full((B,), float("nan"), device=self.device)
             recall[near] = search_recall(
                 cand[near], index.search(q[near], sqrt_abar, cand.shape[1], None, exact=True)
@@ -257,7 +267,7 @@ class GoldDiffDenoiser(PCALocalityDenoiser):
             subset_weight=wmean,
             search_recall=recall,
             pool_nearest=near,
-            m_t=corpus.N if bool(near.all()) else m_t,
+            m_t=corpus.total if bool(near.all()) else m_t,
             k_t=int(S.shape[1]),
             timings={"screen": t1 - t0, "select": t2 - t1, "aggregate": t3 - t2},
         )
@@ -276,14 +286,14 @@ class GoldDiffDenoiser(PCALocalityDenoiser):
         t0 = time.perf_counter()
         temper = proposal_temper(self.mask_density(M))
         factor = proxy_factor(corpus.shape, p.low_res)
-        q = proxy_proposal(index.query(x_t), index.P, index.sqnorm, factor, abar, temper)  # (B, N)
+        q = proxy_proposal(corpus, x_t, index, factor, abar, temper)  # (B, N) over the dataset
         _sync(self.device)
         t1 = time.perf_counter()
         if isinstance(generator, SampleStreams):  # each sample's draws from its own stream
             generator = generator.generators(DRAWS, t)
         res = adaptive_aggregate(
             x_t,
-            corpus.X,
+            corpus,
             M,
             abar,
             self.temperature,
@@ -299,7 +309,8 @@ class GoldDiffDenoiser(PCALocalityDenoiser):
             self.name,
             pixel_entropy=res.entropy,
             subset=res.subset,
-            m_t=corpus.N,
+            subset_offset=res.offsets,
+            m_t=corpus.total,
             k_t=int(round(float(res.k_b.float().mean()))),
             k_b=res.k_b,
             error_est=res.error_est,
@@ -369,11 +380,20 @@ def make_denoiser(
     ignored, a name no method knows is rejected with the list of valid ones, None means the
     dataset's default.
     """
-    if name not in _CLASSES:
-        raise ValueError(f"Unknown method '{name}'; choose one of: {', '.join(METHODS)}.")
+    _method_class(name)  # an unknown method is refused before anything loads
     DenoiserParams.from_mapping(overrides, name)  # rejects unknown names
     merged = replace(
         params or DenoiserParams(), **{k: v for k, v in overrides.items() if v is not None}
     )
-    corpus = get_corpus(data, device)
-    return _CLASSES[name](corpus, schedule or NoiseSchedule(), merged)
+    return denoiser_on(name, get_corpus(data, device), schedule, merged)
+
+
+def denoiser_on(
+    name: str, corpus: Corpus, schedule: NoiseSchedule | None, params: DenoiserParams | None
+) -> Denoiser:
+    """The denoiser `name` over a built corpus (a rank's shard under `--shard corpus`)."""
+    return _method_class(name)(corpus, schedule or NoiseSchedule(), params)
+
+
+def _method_class(name: str) -> type:
+    return _CLASSES[DenoiserParams.check_method(name)]

@@ -22,5 +22,7 @@ class DenoiseOutput:
     search_recall: torch.Tensor | None = None
     # (B,) bool: the sample screened all N (nearest) this step
     pool_nearest: torch.Tensor | None = None
-    k_b: torch.Tensor | None = None  # (B,) adaptive: images aggregated per sample (its own k_t)
+    k_b: torch.Tensor | None = None  # (B,) adaptive: distinct images aggregated per sample (k_t)
+    # (B, k) adaptive: each subset image's log weight log C_i - log q_i (-inf on the padding)
+    subset_offset: torch.Tensor | None = None
     error_est: torch.Tensor | None = None  # (B,) adaptive: estimated one-step 1 - r^2

@@ -33,11 +33,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..core.posterior import sq_dists
+from ..core.logits import sq_dists
 from .faiss_index import add_all, load_ivf, search_within, uses_pq
-
-BACKENDS = ("torch", "faiss", "faiss-ivf")
-APPROXIMATE = ("faiss-ivf",)
+from .params import APPROXIMATE, BACKENDS, DenoiserParams, default_nlist  # noqa: F401
 GPU_MAX_K = (
     2048  # faiss GPU indexes return at most this many neighbours; larger k goes through torch
 )
@@ -48,14 +46,9 @@ GATHER_ELEMS = 8 * 1024 * 1024  # out-of-core pools up to B * m * d elements: ga
 
 
 def proxy_factor(shape: tuple[int, int, int], low_res: int) -> int:
-    """Pooling factor for (C, H, W) -> low_res; raises ValueError when it does not divide."""
-    _, H, W = shape
-    if low_res < 1 or H % low_res or W % low_res or H // low_res != W // low_res:
-        raise ValueError(
-            f"Proxy resolution {low_res} does not divide the {H}x{W} images; "
-            f"choose a low_res that divides {H} (e.g. {H // 2 if H % 2 == 0 else H})."
-        )
-    return H // low_res
+    """Pooling factor for (C, H, W) -> low_res; ValueError when it does not divide (the rule is
+    `DenoiserParams.proxy_factor`)."""
+    return DenoiserParams.proxy_factor(shape, low_res)
 
 
 def to_proxy(x: torch.Tensor, shape: tuple[int, int, int], low_res: int) -> torch.Tensor:
@@ -125,11 +118,6 @@ def _chunked_topk(q, X, sqnorm, scale, k, pool=None) -> torch.Tensor:
     return best_i
 
 
-def default_nlist(N: int) -> int:
-    """IVF lists: round(sqrt(N)) (245 for N = 60,000: about 245 proxies per list)."""
-    return max(1, round(math.sqrt(N)))
-
-
 def auto_nprobe(nlist: int, k: int, m: int) -> int:
     """Lists to probe so that they hold about PROBE_MULT * k of the m screened points (at most
     nlist).
@@ -144,22 +132,12 @@ def auto_nprobe(nlist: int, k: int, m: int) -> int:
 
 
 def check_backend(backend: str, nlist: int | None = None, nprobe: int | None = None) -> None:
-    """Raise ValueError for an unknown backend, an unusable nlist / nprobe, or a missing faiss
-    package."""
-    if backend not in BACKENDS:
-        raise ValueError(
-            f"Unknown search backend '{backend}'; choose one of: {', '.join(BACKENDS)}."
-        )
+    """Raise ValueError for an unknown backend, an unusable nlist / nprobe (the specs and rules of
+    `DenoiserParams`), or a missing faiss package."""
+    DenoiserParams.spec("backend").check(backend)
+    DenoiserParams.check_ivf(backend, nlist, nprobe)
     for name, v in (("nlist", nlist), ("nprobe", nprobe)):
-        if v is None:
-            continue
-        if backend not in APPROXIMATE:
-            raise ValueError(
-                f"{name} applies only to the 'faiss-ivf' backend; drop it or choose "
-                f"backend 'faiss-ivf'."
-            )
-        if int(v) != v or v < 1:
-            raise ValueError(f"{name}={v} must be a positive integer.")
+        DenoiserParams.spec(name).check(v)
     if backend.startswith("faiss"):
         try:
             import faiss  # noqa: F401
@@ -215,12 +193,8 @@ class ProxyIndex:
         self.cache_path: Path | None = None
         self._faiss = None
         if backend == "faiss-ivf":
+            DenoiserParams.check_nlist(nlist, self.N)
             self.nlist = int(default_nlist(self.N) if nlist is None else nlist)
-            if self.nlist > self.N:
-                raise ValueError(
-                    f"nlist={self.nlist} is larger than the dataset's N={self.N}; "
-                    f"choose nlist <= {self.N} (default round(sqrt(N)) = {default_nlist(self.N)})."
-                )
         if backend.startswith("faiss"):
             self._faiss = self._build_faiss(name)
 

@@ -14,7 +14,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
-NOISE, POOL, DRAWS = 0, 1, 2  # the stream kinds in a seed key (DRAWS: adaptive subset draws)
+NOISE, POOL, DRAWS, DIAG = 0, 1, 2, 3  # stream kinds in a seed key (DRAWS: adaptive subset
+# draws; DIAG: the estimated diagnostics' tail, apart from the sampling streams)
 
 
 class SampleStreams:
@@ -44,6 +45,10 @@ class SampleStreams:
         """One torch generator per sample for stream (seed, i, kind, t), e.g. the adaptive subset's
         importance draws at step t (kind DRAWS)."""
         return [torch.Generator().manual_seed(self.key(i, kind, int(t))) for i in self.ids]
+
+    def rngs(self, kind: int, t: int) -> list[np.random.Generator]:
+        """One numpy generator per sample for stream (seed, i, kind, t)."""
+        return [np.random.default_rng(self.key(i, kind, int(t))) for i in self.ids]
 
     def pools(self, N: int, m: int, t: int) -> np.ndarray:
         """(B, m) sorted indices: sample ids[b]'s random pool of m of N images at step t.

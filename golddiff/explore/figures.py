@@ -23,11 +23,15 @@ from .galleries import (  # noqa: F401  (the image views, re-exported for the pa
     step_images,
     subset_caption,
     subset_gallery,
-    subset_view,
+    sources_caption,
+    top_caption,
+    top_count,
+    top_marks,
 )
 from .style import MARGIN, snr_axis
 
 _NOW = "#111111"  # the chosen step's marker
+_SHORT = {"perplexity": "perplexity", "ess": "ESS", "k99": "k_0.99"}  # legend names
 _COLORS = {
     "entropy": "#1f77b4",
     "pixel": "#ff7f0e",
@@ -43,14 +47,20 @@ _COLORS = {
 # ----------------------------------------------------------------------------- curves against SNR
 
 
+CURVE_HEIGHT = 340  # px: a curve, the other curve and the step's images share one screen row
+
+
 def _layout(fig: go.Figure, title: str) -> None:
     fig.update_layout(
-        height=400,
-        margin=MARGIN,
-        title=dict(text=title, font_size=15),
-        legend=dict(orientation="h", yanchor="top", y=-0.22, x=0),
+        height=CURVE_HEIGHT,
+        margin=dict(l=4, r=4, t=30, b=4),
+        title=dict(text=title, font_size=13, y=0.98),
+        legend=dict(orientation="h", yanchor="top", y=-0.25, x=0, font_size=10),
         hovermode="closest",
+        modebar=dict(orientation="v"),  # down the right edge, off the title
     )
+    fig.update_xaxes(title_font_size=10, title_standoff=4, tickfont_size=10)
+    fig.update_yaxes(title_font_size=10, tickfont_size=10)
 
 
 def clicked_step(snr: np.ndarray, points: list[dict]) -> int | None:
@@ -79,7 +89,7 @@ def entropy_vs_snr(traj, step: int, sample: int) -> go.Figure:
                 x=snr,
                 y=H[:, b],
                 mode="lines+markers" if bold else "lines",
-                name=f"{LABELS['entropy']}",
+                name="global H",
                 legendgroup="H",
                 showlegend=bold,
                 opacity=1 if bold else 0.3,
@@ -95,7 +105,7 @@ def entropy_vs_snr(traj, step: int, sample: int) -> go.Figure:
                     x=snr,
                     y=Hp[:, b],
                     mode="lines+markers" if bold else "lines",
-                    name=LABELS["pixel_entropy_mean"],
+                    name="mean per-pixel H(m)",
                     legendgroup="Hp",
                     showlegend=bold,
                     opacity=1 if bold else 0.3,
@@ -109,7 +119,7 @@ def entropy_vs_snr(traj, step: int, sample: int) -> go.Figure:
             x=[snr.min(), snr.max()],
             y=[math.log(N)] * 2,
             mode="lines",
-            name=f"log N = {math.log(N):.2f} (uniform over all N)",
+            name=f"log N = {math.log(N):.2f} (uniform)",
             line=dict(color=_COLORS["N"], dash="dot"),
             hoverinfo="skip",
         )
@@ -121,6 +131,7 @@ def entropy_vs_snr(traj, step: int, sample: int) -> go.Figure:
             y=ys,
             mode="markers",
             name="chosen step",
+            showlegend=False,
             marker=dict(size=13, color=_NOW, symbol="circle-open", line=dict(width=3)),
             hovertemplate="t = %d<br>%%{y:.2f} nats<extra>chosen step</extra>"
             % traj.records[step].t,
@@ -146,13 +157,13 @@ def support_vs_snr(traj, step: int, sample: int) -> go.Figure:
                 x=snr,
                 y=y,
                 mode="lines+markers",
-                name=LABELS[name],
+                name=_SHORT[name],
                 line=dict(color=_COLORS[name], width=2.5, dash=dash),
                 marker=dict(size=5),
                 hovertemplate="SNR %{x:.3g}<br>%{y:.4g}<extra>" + LABELS[name] + "</extra>",
             )
         )
-    budgets = [("k_t", "golden subset size k_t"), ("m_t", "coarse pool size m_t")]
+    budgets = [("k_t", "k_t (subset)"), ("m_t", "m_t (pool)")]
     for name, label in budgets:
         y = traj.scalars(name)
         if np.isfinite(y).any():
@@ -187,6 +198,7 @@ def support_vs_snr(traj, step: int, sample: int) -> go.Figure:
             y=ys,
             mode="markers",
             name="chosen step",
+            showlegend=False,
             marker=dict(size=12, color=_NOW, symbol="circle-open", line=dict(width=3)),
             hovertemplate="t = %d<br>%%{y:.4g}<extra>chosen step</extra>" % traj.records[step].t,
         )
@@ -207,17 +219,19 @@ def support_vs_snr(traj, step: int, sample: int) -> go.Figure:
 
 
 def weight_range(traj, sample: int, n: int) -> float:
-    """The largest shown weight of a sample over all steps: the map's colour scale stays fixed
-    while the step changes, so a darker marker always means more weight."""
-    top = [float(np.max(subset_view(traj, s, sample, n)[1])) for s in range(len(traj.records))]
+    """The largest exact posterior weight among the top-n images of a sample over all steps: the
+    map's colour scale stays fixed while the step changes, so a darker marker always means more
+    weight."""
+    top = [float(np.max(r.top_w[sample][:n])) for r in traj.records]
     return max(max(top), 1e-12)
 
 
 def umap_figure(emap, traj, step: int, sample: int) -> go.Figure:
-    """The training set on a 2-D map (grey), the golden subset S_t of the chosen sample (gold), its
-    top images coloured by weight, and the x0_hat trajectory of that sample placed on the map
-    (line; the chosen step ringed). emap: golddiff.embed.EmbeddingMap (coords (n, 2),
-    locate(idx), transform(x))."""
+    """The training set on a 2-D map (grey), the golden subset S_t of the chosen sample (gold,
+    when the step has one), the exact posterior's top images (those holding 99% of its weight, at
+    most the record's top-n) coloured by weight with its single top image starred, and the x0_hat
+    trajectory of that sample placed on the map (line; the chosen step ringed). emap:
+    golddiff.embed.EmbeddingMap (coords (n, 2), locate(idx), transform(x))."""
     rec = traj.records[step]
     fig = go.Figure()
     fig.add_trace(
@@ -243,8 +257,8 @@ def umap_figure(emap, traj, step: int, sample: int) -> go.Figure:
             )
         )
     n = rec.top_idx.shape[1]
-    idx, w, kind = subset_view(traj, step, sample, n=n)
-    wmax = weight_range(traj, sample, n)
+    shown = top_count(rec, sample, n)
+    idx, w = rec.top_idx[sample][:shown], rec.top_w[sample][:shown]
     xy = emap.locate(idx)
     fig.add_trace(
         go.Scatter(
@@ -252,22 +266,30 @@ def umap_figure(emap, traj, step: int, sample: int) -> go.Figure:
             y=xy[:, 1],
             mode="markers",
             customdata=np.stack([idx, w], 1),
-            name="top of S_t, by weight" if kind == "subset" else "global posterior top, by weight",
+            name="exact posterior's top images, by weight",
             marker=dict(
-                size=11,
+                size=10,
                 color=w,
                 colorscale=[[0, "#f9a98b"], [1, "#67000d"]],
                 cmin=0.0,
-                cmax=wmax,
+                cmax=weight_range(traj, sample, n),
                 line=dict(width=1, color="black"),
-                colorbar=dict(
-                    title=dict(text="local weight" if kind == "subset" else "weight", side="right"),
-                    thickness=12,
-                    len=0.8,
-                ),
+                colorbar=dict(title=dict(text="weight w", side="right"), thickness=12, len=0.8),
             ),
             hovertemplate="training image #%{customdata[0]:.0f}<br>"
             "w = %{customdata[1]:.3g}<extra></extra>",
+        )
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=xy[:1, 0],
+            y=xy[:1, 1],
+            mode="markers",
+            name=f"exact posterior's top image (w = {float(w[0]):.2g})",
+            marker=dict(
+                size=20, color="#d62728", symbol="star", line=dict(width=1.5, color="black")
+            ),
+            hovertemplate=f"top image #{int(idx[0])}<br>w = {float(w[0]):.3g}<extra></extra>",
         )
     )
     path = emap.transform(np.stack([r.x0_hat[sample].reshape(-1) for r in traj.records]))  # (S, 2)
@@ -295,13 +317,40 @@ def umap_figure(emap, traj, step: int, sample: int) -> go.Figure:
     )
     fig.update_xaxes(visible=False)
     fig.update_yaxes(visible=False, scaleanchor="x")
+    title = ("Where the golden subset and the exact posterior live" if rec.subset_idx is not None
+             else "Where the exact posterior lives")
     fig.update_layout(
         height=480,
         margin=MARGIN,
         plot_bgcolor="white",
         legend=dict(orientation="h", yanchor="top", y=-0.02, x=0),
-        title=dict(
-            text="Where the golden subset lives (UMAP map of the training set)", font_size=15
-        ),
+        title=dict(text=f"{title} (UMAP map of the training set)", font_size=15),
     )
     return fig
+
+
+def map_caption(emap, traj, step: int, sample: int) -> str:
+    """What the map's dots show at this step, read off the record (no claim the data does not
+    make: how many places S_t and the posterior occupy is left to the picture)."""
+    rec = traj.records[step]
+    shown = top_count(rec, sample, rec.top_idx.shape[1])
+    ppl, N = float(rec.perplexity[sample]), rec.N
+    sub = "" if emap.n >= N else f" (a seeded sample of {emap.n:,} of the N = {N:,} images)"
+    text = f"Grey: training images{sub}; similar images lie close. "
+    if rec.subset_idx is not None:
+        text += f"Gold: the golden subset $S_t$ of sample {sample + 1} (k_t = {rec.k_t:,}). "
+    text += (
+        f"Red: the exact posterior's {shown} heaviest image{'s' if shown > 1 else ''} (the fewest "
+        f"holding 99% of its weight, at most {rec.top_idx.shape[1]}), darker = more weight; star: "
+        f"its top image, w = {float(rec.top_w[sample][0]):.2g}. "
+    )
+    if ppl > N / 2:
+        text += (f"At t = {rec.t} the posterior is flat (perplexity {ppl:,.0f} of {N:,}): the red "
+                 "dots are no likelier than the grey ones. ")
+    if rec.captured_mass is not None:
+        text += (f"$S_t$ holds W_S = {float(rec.captured_mass[sample]):.3f} of the exact "
+                 "posterior's weight. ")
+    return text + (
+        "Blue line: where the guess $\\hat x_0$ sits at each step (placed among its nearest "
+        "training images), ringed at the chosen step."
+    )

@@ -51,25 +51,31 @@ def _image_trace(img: np.ndarray, hover: str | None = None) -> go.BaseTraceType:
     )
 
 
-def step_images(traj, step: int, sample: int, std_map: np.ndarray | None = None) -> go.Figure:
-    """x_t, x0_hat, the per-pixel posterior entropy H(m) and (when given) the per-pixel posterior
-    standard deviation of one sample at one step, side by side.
+def step_images(
+    traj, step: int, sample: int, std_map: np.ndarray | None = None, height: int = 340
+) -> go.Figure:
+    """x_t, x0_hat (top row), the per-pixel posterior entropy H(m) and (when given) the
+    per-pixel posterior standard deviation (bottom row) of one sample at one step: a 2 x 2 grid
+    compact enough to sit beside the curves on one screen.
 
     Both colour scales are fixed over the whole run: entropy 0 .. the sample's largest value over
-    all steps, spread 0 .. 1 (the most pixels in [-1, 1] can spread). std_map: (C, H, W) from
-    lessons.pixel_spread. Methods without per-pixel posteriors get two panels.
+    all steps, spread 0 .. 1 (the most pixels in [-1, 1] can spread); their colour bars lie under
+    their panels. std_map: (C, H, W) from lessons.pixel_spread. Methods without per-pixel
+    posteriors get the top row only.
     """
     rec = traj.records[step]
     has_map = rec.pixel_entropy is not None
-    titles = [f"x_t  (t = {rec.t})", "x0_hat  (denoiser's guess)"]
-    if has_map:
-        titles.append("per-pixel entropy H(m)")
-    if std_map is not None:
-        titles.append("per-pixel spread (std)")
-    fig = make_subplots(rows=1, cols=len(titles), subplot_titles=titles, horizontal_spacing=0.05)
+    titles = [f"x_t  (t = {rec.t})", "x0_hat  (the guess)"]
+    lower = (["per-pixel entropy H(m)"] if has_map else []) + (
+        ["per-pixel spread (std)"] if std_map is not None else [])
+    rows = 2 if lower else 1
+    fig = make_subplots(rows=rows, cols=2, subplot_titles=titles + lower,
+                        horizontal_spacing=0.06, vertical_spacing=0.16)
     fig.add_trace(_image_trace(rec.x_t[sample]), row=1, col=1)
     fig.add_trace(_image_trace(rec.x0_hat[sample]), row=1, col=2)
-    bar = dict(thickness=10, len=0.9, y=0.45)
+    bar = dict(thickness=8, len=0.4, orientation="h", y=-0.02, yanchor="top",
+               tickfont=dict(size=9))
+    col = 1
     if has_map:
         maps = [
             r.pixel_entropy[sample].mean(0) for r in traj.records if r.pixel_entropy is not None
@@ -81,12 +87,13 @@ def step_images(traj, step: int, sample: int, std_map: np.ndarray | None = None)
                 colorscale="Viridis",
                 zmin=0,
                 zmax=hmax,
-                colorbar=dict(title=dict(text="nats", side="right"), x=0.74, **bar),
+                colorbar=dict(title=dict(text="nats", side="right", font_size=10), x=0.23, **bar),
                 hovertemplate="row %{y}, col %{x}: H = %{z:.2f} nats<extra></extra>",
             ),
-            row=1,
-            col=3,
+            row=2,
+            col=col,
         )
+        col += 1
     if std_map is not None:
         fig.add_trace(
             go.Heatmap(
@@ -94,15 +101,17 @@ def step_images(traj, step: int, sample: int, std_map: np.ndarray | None = None)
                 colorscale="Cividis",  # 0 (candidates agree) dark blue, 1 light yellow
                 zmin=0,
                 zmax=STD_MAX,
-                colorbar=dict(title=dict(text="std", side="right"), x=1.0, **bar),
+                colorbar=dict(title=dict(text="std", side="right", font_size=10),
+                              x=0.23 if col == 1 else 0.77, **bar),
                 hovertemplate="row %{y}, col %{x}: std = %{z:.3f}<extra></extra>",
             ),
-            row=1,
-            col=len(titles),
+            row=2,
+            col=col,
         )
     _image_axes(fig)
-    fig.update_layout(height=300, margin=dict(l=10, r=40, t=30, b=10))
-    fig.update_annotations(font_size=13)
+    fig.update_layout(height=height if rows == 2 else height // 2 + 20,
+                      margin=dict(l=4, r=4, t=24, b=36 if rows == 2 else 4))
+    fig.update_annotations(font_size=12)
     return fig
 
 
@@ -114,6 +123,7 @@ def gallery(
     pad: int = 2,
     width_px: int = 800,
     lines: int = 1,
+    fill: bool = False,
 ) -> go.Figure:
     """A grid of images (n, C, H, W) in [-1, 1] drawn as ONE uint8 image trace (small to send), a
     caption under
@@ -121,10 +131,11 @@ def gallery(
 
     width_px: the expected drawn width, used to pick a height that keeps the pixels square.
     lines: caption lines under each tile (captions break lines with "<br>").
+    fill: keep ncol columns when there are fewer images (the tiles keep their size).
     """
     images = np.asarray(images, dtype=np.float32)
     n, C, H, W = images.shape
-    ncol = max(1, min(ncol, n))
+    ncol = max(1, ncol if fill else min(ncol, n))
     nrow = math.ceil(n / ncol)
     cap = max(4, round(0.45 * H)) * lines  # rows under each tile for its caption
     hh, ww = H + pad + cap, W + pad
@@ -177,107 +188,154 @@ def gallery(
     return fig
 
 
-def subset_view(
-    traj, step: int, sample: int, n: int = GALLERY_SIZE
-) -> tuple[np.ndarray, np.ndarray, str]:
-    """Which training images to show for this step: (indices (n,), weights (n,), what they are).
-
-    Subset methods: S_t's images ranked by their mean per-pixel (local) posterior weight
-    (ranked_idx / ranked_w). Methods without a subset: the exact global posterior's top images
-    (top_idx / top_w), labelled as such.
-    """
-    rec = traj.records[step]
-    if rec.ranked_idx is not None:
-        return rec.ranked_idx[sample][:n], rec.ranked_w[sample][:n], "subset"
-    return rec.top_idx[sample][:n], rec.top_w[sample][:n], "global"
+def top_count(rec, sample: int, n: int = TOP_SIZE) -> int:
+    """How many of the exact posterior's top images to show: the fewest that hold 99% of its
+    weight (k_0.99), at most n, so an image of weight ~0 is never shown as "top"."""
+    return max(1, min(n, int(rec.k99[sample]), rec.top_idx.shape[1]))
 
 
-def _global_weights(rec, sample: int, idx: np.ndarray) -> np.ndarray | None:
-    """The exact global posterior weight of each shown subset image (None for old records)."""
-    g = getattr(rec, "ranked_global_w", None)
-    return None if g is None else np.asarray(g[sample][: len(idx)])
+def missed_floor(rec, sample: int) -> float | None:
+    """The weight above which an image outside S_t counts as MISSED: 1 / k_t, the share of one
+    image of a posterior spread evenly over k_t images, and only while the posterior's perplexity
+    is below k_t (a subset of k_t could hold it). None: no subset, or a posterior wider than k_t,
+    of which a random S_t holds about k_t / N and averages to the same guess."""
+    if rec.subset_idx is None or rec.k_t is None or float(rec.perplexity[sample]) >= rec.k_t:
+        return None
+    return 1.0 / rec.k_t
 
 
-def subset_gallery(
-    traj, step: int, sample: int, images: np.ndarray, n: int = GALLERY_SIZE
-) -> go.Figure:
-    """The top-n training images at this step. Subset methods: each tile shows its mean local
-    (per-pixel) weight and its exact global posterior weight; images: the dataset (N, C, H, W)."""
-    idx, w, kind = subset_view(traj, step, sample, n)
-    g = _global_weights(traj.records[step], sample, idx) if kind == "subset" else None
-    if g is None:
-        caps = [f"#{r + 1}  w={v:.2g}" for r, v in enumerate(w)]
-        return gallery(
-            np.asarray(images[np.asarray(idx)]), caps, [f"training image #{i}" for i in idx]
-        )
-    caps = [f"#{r + 1} local {v:.2g}<br>global {gv:.2g}" for r, (v, gv) in enumerate(zip(w, g))]
-    hover = [
-        f"training image #{i}<br>local {v:.3g}, global {gv:.3g}" for i, v, gv in zip(idx, w, g)
-    ]
-    return gallery(np.asarray(images[np.asarray(idx)]), caps, hover, lines=2)
-
-
-def subset_caption(traj, step: int, sample: int, n: int = GALLERY_SIZE) -> str:
-    """What the subset gallery shows, with the shares it really holds at this step."""
-    rec = traj.records[step]
-    idx, w, kind = subset_view(traj, step, sample, n)
-    if kind != "subset":
-        return (
-            f"The {rec.method} step uses no golden subset: these are the training images with the "
-            f"largest exact posterior weight over all N = {rec.N:,} images. Together they hold "
-            f"{float(np.sum(w)):.1%} of it."
-        )
-    text = (
-        "The training images GoldDiff averaged at this step, **ranked by their mean local "
-        "(per-pixel) weight**: the average over pixels of the weight each pixel's own posterior "
-        f"gives the image (summed over all of $S_t$ = 1). The {len(idx)} shown hold "
-        f"{float(np.sum(w)):.1%} of that local weight"
-    )
-    g = _global_weights(rec, sample, idx)
-    if g is None:
-        return text + "."
-    return text + (
-        f" and {float(np.sum(g)):.1%} of the exact global posterior over all N images "
-        "(**global**: one softmax over whole images). Local weights stay spread because pixels "
-        "where many images agree split their weight among them, even when the global posterior "
-        "has settled on one image."
-    )
+def top_marks(rec, sample: int, n: int = TOP_SIZE) -> list[str]:
+    """Per shown top image: "in S_t", "MISSED" (outside S_t and heavier than missed_floor) or ""."""
+    count = top_count(rec, sample, n)
+    if rec.subset_idx is None:
+        return [""] * count
+    held = set(np.asarray(rec.subset_idx[sample]).tolist())
+    floor = missed_floor(rec, sample)
+    marks = []
+    for i, w in zip(rec.top_idx[sample][:count], rec.top_w[sample][:count]):
+        if int(i) in held:
+            marks.append("in S_t")
+        else:
+            marks.append("MISSED" if floor is not None and float(w) > floor else "")
+    return marks
 
 
 def global_top_gallery(
     traj, step: int, sample: int, images: np.ndarray, n: int = TOP_SIZE
 ) -> go.Figure:
-    """The exact global posterior's top-n images at this step, each marked "in S_t" or "MISSED"
-    when the step had a golden subset. images: the dataset (N, C, H, W)."""
+    """The exact global posterior's top images at this step (top_count of them), marked by
+    top_marks when the step had a golden subset. images: the dataset (N, C, H, W)."""
     rec = traj.records[step]
-    idx, w = rec.top_idx[sample][:n], rec.top_w[sample][:n]
-    held = None if rec.subset_idx is None else set(np.asarray(rec.subset_idx[sample]).tolist())
+    marks = top_marks(rec, sample, n)
+    idx, w = rec.top_idx[sample][: len(marks)], rec.top_w[sample][: len(marks)]
+    caps, hover = [], []
+    for r, (i, v, mark) in enumerate(zip(idx, w, marks)):
+        tail = f"<br>{mark}" if mark else ""
+        caps.append(f"#{r + 1} w={v:.2g}{tail}")
+        hover.append(f"training image #{i}<br>global weight {v:.3g}{tail}")
+    lines = 2 if any(marks) else 1
+    return gallery(np.asarray(images[np.asarray(idx)]), caps, hover, ncol=4, width_px=300,
+                   lines=lines, fill=True)
+
+
+def top_caption(traj, step: int, sample: int, n: int = TOP_SIZE) -> str:
+    """What the exact-posterior gallery shows at this step, read off the record."""
+    rec = traj.records[step]
+    count, ppl, N = top_count(rec, sample, n), float(rec.perplexity[sample]), rec.N
+    k99 = int(rec.k99[sample])
+    text = f"The images with the largest exact posterior weight **w** over all N = {N:,} (one " \
+        "softmax over whole images): " + (
+            ("the one image that holds 99% of it." if k99 == 1 else
+             f"the {k99} that hold 99% of it.") if k99 <= n else
+            f"the first {n} of the {k99:,} it takes to hold 99% of it."
+        )
+    if ppl > N / 2:
+        text += (
+            f" The posterior is **flat** here (perplexity {ppl:,.0f} of {N:,}): every image "
+            f"has about 1/N = {1 / N:.2g}, so these are no likelier than the rest."
+        )
+    if rec.method == "wiener":
+        return text + " The wiener step uses none of these weights (only the data's mean and "
+        "covariance); they are shown for reference."
+    if rec.method in ("optimal", "pca"):
+        return text + (" optimal's $\\hat x_0$ is exactly their weighted average." if
+                       rec.method == "optimal" else "")
+    floor = missed_floor(rec, sample)
+    if rec.subset_idx is None:
+        return text
+    if floor is None:
+        return text + (
+            f" No image is marked as missed: the posterior spreads over more images "
+            f"(perplexity {ppl:,.0f}) than $S_t$ keeps (k_t = {rec.k_t:,}), so no single image "
+            "decides the guess and a random $S_t$ averages to about the same."
+        )
+    if "MISSED" not in top_marks(rec, sample, n):
+        return text + " **in S_t**: the golden subset holds the image."
+    return text + (
+        f" **MISSED**: outside $S_t$ although it holds more than 1/k_t = {floor:.2g} of the "
+        f"weight, while the posterior spreads over fewer images (perplexity {ppl:.3g}) than "
+        f"$S_t$ keeps (k_t = {rec.k_t:,})."
+    )
+
+
+def subset_gallery(
+    idx: np.ndarray, w: np.ndarray, images: np.ndarray, share: dict | None = None,
+    n: int = GALLERY_SIZE,
+) -> go.Figure:
+    """Training images idx (k,) with their exact global weights w (k,), the first n; share: the
+    share of pixels each holds a majority of (lessons.PixelSources), by dataset index."""
+    idx, w = np.asarray(idx)[:n], np.asarray(w)[:n]
     caps, hover = [], []
     for r, (i, v) in enumerate(zip(idx, w)):
-        mark = "" if held is None else ("<br>in S_t" if int(i) in held else "<br>MISSED")
-        caps.append(f"#{r + 1} w={v:.2g}{mark}")
-        hover.append(f"training image #{i}<br>global weight {v:.3g}{mark}")
-    return gallery(np.asarray(images[np.asarray(idx)]), caps, hover, ncol=4, width_px=400, lines=2)
+        px = None if share is None else share.get(int(i), 0.0)
+        caps.append(f"#{r + 1} w={v:.2g}" + ("" if px is None else f"<br>pixels {px:.1%}"))
+        hover.append(f"training image #{i}<br>global weight {v:.3g}"
+                     + ("" if px is None else f"<br>holds {px:.1%} of the pixels"))
+    return gallery(np.asarray(images[idx]), caps, hover, lines=1 if share is None else 2)
+
+
+def subset_caption(rec, sample: int, w: np.ndarray, n: int = GALLERY_SIZE) -> str:
+    """What the golden-subset gallery shows (S_t ranked by exact global weight w, (k,))."""
+    shown = float(np.sum(np.asarray(w)[:n]))
+    ws = float(rec.captured_mass[sample]) if rec.captured_mass is not None else float(np.sum(w))
+    text = (
+        f"The {rec.k_t:,} images GoldDiff averaged at this step, **ranked by their exact global "
+        f"weight w** (the posterior over all N whole images); the {min(n, len(w))} shown hold "
+        f"{shown:.1%} of it and all of $S_t$ holds W_S = {ws:.3f}. **pixels**: the share of "
+        "pixels whose own (local) posterior gives the image more than half its weight. GoldDiff "
+        "builds $\\hat x_0$ pixel by pixel, so an image can lead by w and hold few pixels: see "
+        "*Where each pixel comes from*."
+    )
+    if ws < MISS_MASS and missed_floor(rec, sample) is not None:
+        text += " Here $S_t$ missed the posterior, so even its first images have little weight."
+    return text
+
+
+def sources_caption(rec, sample: int, ranked: np.ndarray, share: np.ndarray, n: int) -> str:
+    """What the gallery of pca's pixel sources shows (no subset: all N weighed per pixel)."""
+    return (
+        f"pca weighs all N = {rec.N:,} images per pixel. These are the {min(n, len(ranked))} "
+        "images that hold the most pixels, **ranked by that share** (a pixel is held when its own "
+        f"posterior gives the image more than half its weight); together they hold "
+        f"{float(np.sum(share[:n])):.0%} of the pixels."
+    )
 
 
 def missed(traj, step: int, sample: int, n: int = TOP_SIZE) -> list[int]:
-    """Indices among the exact posterior's top-n images that S_t does not hold (empty without
-    S_t)."""
+    """The shown top images that are marked MISSED (top_marks)."""
     rec = traj.records[step]
-    if rec.subset_idx is None:
-        return []
-    held = set(np.asarray(rec.subset_idx[sample]).tolist())
-    return [int(i) for i in rec.top_idx[sample][:n] if int(i) not in held]
+    marks = top_marks(rec, sample, n)
+    return [int(i) for i, m in zip(rec.top_idx[sample], marks) if m == "MISSED"]
 
 
 def miss_warning(traj, step: int, sample: int) -> str | None:
     """A sentence when the golden subset missed where the posterior went: W_S < MISS_MASS while
     the posterior's perplexity is already below k_t (a subset of k_t could have held it all)."""
     rec = traj.records[step]
-    if rec.captured_mass is None or rec.k_t is None:
+    if rec.captured_mass is None or missed_floor(rec, sample) is None:
         return None
     ws, ppl = float(rec.captured_mass[sample]), float(rec.perplexity[sample])
-    if ws >= MISS_MASS or ppl >= rec.k_t:
+    if ws >= MISS_MASS:
         return None
     lost = missed(traj, step, sample)
     return (
@@ -286,7 +344,7 @@ def miss_warning(traj, step: int, sample: int) -> str | None:
         f"k_t = {rec.k_t:,}, yet $S_t$ holds "
         f"only W_S = {ws:.3f} of its weight"
         + (
-            f" ({len(lost)} of its top {TOP_SIZE} images are not in $S_t$, marked MISSED)"
+            f" ({len(lost)} of the exact posterior's top images are not in $S_t$, marked MISSED)"
             if lost
             else ""
         )

@@ -15,7 +15,7 @@ import torch
 from ..core.schedule import NoiseSchedule
 from ..core.summaries import mse01, r2
 from ..data.datasets import Dataset
-from ..denoise.corpus import get_corpus, global_scan
+from ..denoise.corpus import get_corpus
 from ..denoise.methods import Denoiser, make_denoiser
 from ..run.sampler import ddim
 
@@ -102,7 +102,7 @@ def wiener_gap(
     for t in ts:
         a = schedule.abar(t)
         x_t = schedule.noise(x0, t, eps)
-        exact = global_scan(x_t, corpus, a, tau)
+        exact = corpus.posterior(x_t, None, a, tau)
         xe, xw = exact.mean(), corpus.stats.wiener(x_t, a)
         out["t"].append(t)
         out["snr"].append(schedule.snr(t))

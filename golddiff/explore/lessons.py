@@ -7,20 +7,18 @@ so the pages only lay them out. Shapes: images flattened to D; B samples; N trai
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
-from ..core.posterior import (
-    StreamingSoftmax,
-    mask_operator,
-    pixel_chunk_sums,
-    pixel_logits,
-    sq_dists,
-)
+from ..core.logits import global_logits, mask_operator, pixel_logits, sq_dists
+from ..core.posterior import StreamingSoftmax
 from ..core.schedule import NoiseSchedule, pool_size, subset_size
 from ..core.summaries import entropy, ess, k_mass, mse01, perplexity
 from ..data.datasets import Dataset
-from ..denoise.corpus import get_corpus, global_posterior
+from ..denoise.corpus import Corpus, corpus_logits, get_corpus, global_posterior
 from ..denoise.methods import Denoiser, make_denoiser
 from ..denoise.params import DenoiserParams
 from ..run.bench import onestep_fidelity
@@ -248,40 +246,213 @@ def posterior_profile(
 # ----------------------------------------------------------------------------- Explorer: spread
 
 
-@torch.inference_mode()
-def pixel_spread(data: Dataset, traj: Trajectory, step: int, sample: int, device=None):
-    """Per-pixel posterior standard deviation of one sample at one step, (C, H, W):
-    std[m] = sqrt(sum_i w_i(m) (x_i[m] - x0_hat[m])^2), the spread of the candidates a pixel's
-    posterior still weighs. It is 0 where they agree, however many there are (ties), and large
-    only where they disagree. Local methods use each pixel's own posterior over S_t (pca: all N),
-    optimal the one global posterior; None for wiener (no posterior over images)."""
+@dataclass
+class StepPosterior:
+    """What the denoiser weighed at one step for one sample: x_t (1, D), the mask M (D, D) (None:
+    the one global posterior of optimal), tau, and its rows: subset (k,) dataset indices (None:
+    all N) with their log weights offsets (k,) (None: plain)."""
+
+    corpus: Corpus
+    x: torch.Tensor
+    M: torch.Tensor | None
+    abar: float
+    tau: float
+    subset: torch.Tensor | None
+    offsets: torch.Tensor | None
+
+    def sums(self, moments: int) -> StreamingSoftmax:
+        """The softmax sums of this posterior (`Corpus.posterior`, the one kernel)."""
+        subset = None if self.subset is None else [self.subset]
+        offsets = None if self.offsets is None else [self.offsets]
+        return self.corpus.posterior(
+            self.x, self.M, self.abar, self.tau, subset=subset, offsets=offsets, moments=moments
+        )
+
+    def rows(self, size: int = 4096):
+        """(dataset indices (c,), rows (c, D), offsets (c,) or None), in chunks, over what it
+        weighs."""
+        if self.subset is None:
+            for i, Xc in self.corpus.chunks(size):
+                yield torch.arange(i, i + Xc.shape[0], device=Xc.device), Xc, None
+            return
+        for i in range(0, self.subset.shape[0], size):
+            idx = self.subset[i : i + size]
+            off = None if self.offsets is None else self.offsets[i : i + size]
+            yield idx, self.corpus.rows(idx), off
+
+
+def step_posterior(data: Dataset, traj: Trajectory, step: int, sample: int, device=None):
+    """The StepPosterior of a record, read from the run's own parameters; None for wiener (no
+    posterior over images) and for a full scan of an out-of-core corpus (it would re-read the
+    corpus for every view)."""
     rec = traj.records[step]
     if rec.method == "wiener":
         return None
     corpus = get_corpus(data, device)
     if corpus.X is None and (rec.method == "optimal" or rec.subset_idx is None):
-        return None  # out-of-core: a spread over all N would re-read the corpus for every view
+        return None
     p = DenoiserParams.from_mapping(traj.meta.get("params", {})).resolve(corpus.N, corpus.shape)
-    x = torch.as_tensor(rec.x_t[sample].reshape(-1), dtype=torch.float32, device=corpus.device)
-    if rec.method == "optimal":
-        w = global_posterior(x[None], corpus, rec.abar, p.temperature)[0]  # (N,)
-        mean, m2 = w @ corpus.X, w @ corpus.X.square()  # (D,)
-    else:
-        if rec.subset_idx is None:
-            rows = corpus.X  # (N, D)
-        else:
-            rows = corpus.rows(torch.as_tensor(rec.subset_idx[sample], dtype=torch.long))  # (k, D)
+    x = torch.as_tensor(rec.x_t[sample].reshape(1, -1), dtype=torch.float32, device=corpus.device)
+    M = None
+    if rec.method != "optimal":
         M = corpus.stats.mask(rec.t, rec.abar, p.mask_threshold, p.mask_rule)
-        op = mask_operator(M, rec.abar, p.temperature)
-        first, second = StreamingSoftmax(), StreamingSoftmax()
-        chunk = max(1, (1 << 22) // corpus.D)  # ~4M logits at a time
-        for i in range(0, rows.shape[0], chunk):
-            XcT = rows[i : i + chunk].T.contiguous()  # (D, c)
-            L = pixel_logits(x, XcT, rec.abar**0.5, op)  # (D, c)
-            mx, s0, s1, sx, _ = pixel_chunk_sums(L, XcT)
-            sx2 = pixel_chunk_sums(L, XcT.square())[3]
-            first.merge(mx[None], s0[None], s1[None], sx[None])
-            second.merge(mx[None], s0[None], s1[None], sx2[None])
-        mean, m2 = first.mean()[0], second.mean()[0]
-    std = torch.sqrt(torch.clamp(m2 - mean.square(), min=0.0))  # (D,)
-    return std.cpu().numpy().reshape(corpus.shape)
+    subset = offsets = None
+    if rec.method != "optimal" and rec.subset_idx is not None:
+        subset = torch.as_tensor(rec.subset_idx[sample], dtype=torch.long, device=corpus.device)
+        if rec.subset_offset is not None:  # adaptive: its padding (offset -inf) dropped
+            off = torch.as_tensor(rec.subset_offset[sample], device=corpus.device)
+            keep = torch.isfinite(off)
+            subset, offsets = subset[keep], off[keep].float()
+    return StepPosterior(corpus, x, M, rec.abar, p.temperature, subset, offsets)
+
+
+@torch.inference_mode()
+def pixel_spread(data: Dataset, traj: Trajectory, step: int, sample: int, device=None):
+    """Per-pixel posterior standard deviation of one sample at one step, (C, H, W):
+    std[m] = sqrt(sum_i w_i(m) (x_i[m] - x0_hat[m])^2), the spread of the candidates a pixel's
+    posterior still weighs. It is 0 where they agree, however many there are (ties), and large
+    only where they disagree. The weights are the denoiser's own (`Corpus.posterior`): each
+    pixel's posterior over S_t (pca: all N; the adaptive subset with its importance offsets
+    log C_i - log q_i), optimal the one global posterior; None for wiener (no posterior over
+    images)."""
+    post = step_posterior(data, traj, step, sample, device)
+    return None if post is None else _spread(post, post.sums(moments=2))
+
+
+def _spread(post: StepPosterior, acc: StreamingSoftmax) -> np.ndarray:
+    """(C, H, W) per-pixel standard deviation from the second-moment sums."""
+    var = acc.second_moment()[0] - acc.mean()[0].square()  # (D,)
+    return torch.sqrt(torch.clamp(var, min=0.0)).cpu().numpy().reshape(post.corpus.shape)
+
+
+@torch.inference_mode()
+def pixel_maps(data: Dataset, traj: Trajectory, step: int, sample: int, device=None):
+    """(pixel_spread, pixel_sources) of one step from one pass of the kernel (the sources' argmax
+    pass aside); (None, None) for wiener."""
+    post = step_posterior(data, traj, step, sample, device)
+    if post is None:
+        return None, None
+    acc = post.sums(moments=2)
+    return _spread(post, acc), _sources(post, acc)
+
+
+def _global_log_weights(data: Dataset, traj: Trajectory, step: int, sample: int, device=None):
+    """(N,) log of the exact global posterior weights at the record's x_t (GoldDiff's w_i, the
+    log-softmax of `corpus_logits` at the run's temperature)."""
+    rec = traj.records[step]
+    corpus = get_corpus(data, device)
+    p = DenoiserParams.from_mapping(traj.meta.get("params", {})).resolve(corpus.N, corpus.shape)
+    x = torch.as_tensor(rec.x_t[sample].reshape(1, -1), dtype=torch.float32, device=corpus.device)
+    return torch.log_softmax(corpus_logits(x, corpus, rec.abar, p.temperature)[0], 0)
+
+
+@torch.inference_mode()
+def global_weights(
+    data: Dataset, traj: Trajectory, step: int, sample: int, idx, device=None
+) -> np.ndarray:
+    """(k,) exact global posterior weights w_i at one step of one sample for dataset indices idx."""
+    logw = _global_log_weights(data, traj, step, sample, device)
+    return torch.exp(logw[torch.as_tensor(np.asarray(idx), device=logw.device)]).cpu().numpy()
+
+
+@torch.inference_mode()
+def subset_by_weight(
+    data: Dataset, traj: Trajectory, step: int, sample: int, device=None
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """The golden subset S_t of one sample ranked by exact global posterior weight: dataset
+    indices (k,) and their weights w_i (k,) over all N, ranked by the log weights so images of
+    weight ~0 keep their order. None when the step had no subset."""
+    rec = traj.records[step]
+    if rec.subset_idx is None:
+        return None
+    logw = _global_log_weights(data, traj, step, sample, device)
+    held = np.asarray(rec.subset_idx[sample])
+    if rec.subset_offset is not None:  # adaptive: its padding (offset -inf) is not in S_t
+        held = held[np.isfinite(np.asarray(rec.subset_offset[sample]))]
+    idx = torch.as_tensor(np.unique(held), device=logw.device)
+    order = torch.argsort(logw[idx], descending=True, stable=True)
+    return idx[order].cpu().numpy(), torch.exp(logw[idx[order]]).cpu().numpy()
+
+
+# ----------------------------------------------------------------------------- Explorer: sources
+
+MAJORITY = 0.5  # a pixel's source holds more than this share of the pixel's local weight
+
+
+@dataclass
+class PixelSources:
+    """Where each pixel of x0_hat comes from at one step (`pixel_sources`)."""
+
+    source: np.ndarray  # (C, H, W) int: dataset index of the image with the largest local weight
+    top_w: np.ndarray  # (C, H, W): that weight, w_source(m) in (0, 1]
+    images: np.ndarray  # (n,) int: the images that hold a majority of some pixel, most pixels first
+    share: np.ndarray  # (n,): the share of all pixels each of them holds a majority of
+
+    @property
+    def held(self) -> np.ndarray:
+        """(C, H, W) bool: pixels whose source holds a majority (> MAJORITY) of their weight."""
+        return self.top_w > MAJORITY
+
+    @property
+    def shared(self) -> float:
+        """The share of pixels no single image holds a majority of (many images tie there)."""
+        return float(1.0 - self.held.mean())
+
+
+def _best_logits(post: StepPosterior) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per pixel the largest logit (P,) and the dataset index holding it (P,), P = D (or 1 for the
+    global posterior): an argmax over the same logits (`pixel_logits` / `global_logits`, offsets
+    added) that `Corpus.posterior` sums, chunk by chunk."""
+    sqrt_abar = math.sqrt(post.abar)
+    op = None if post.M is None else mask_operator(post.M, post.abar, post.tau)
+    best = idx_best = None
+    for idx, Xc, off in post.rows():
+        if op is None:
+            L = global_logits(post.x, Xc, Xc.square().sum(1), post.abar, post.tau)[0]  # (c,)
+            L = L[None, :]  # (1, c)
+        else:
+            L = pixel_logits(post.x[0], Xc.T.contiguous(), sqrt_abar, op)  # (D, c)
+        if off is not None:
+            L = L + off[None, :]
+        v, j = L.max(1)  # (P,)
+        if best is None:
+            best, idx_best = v, idx[j]
+        else:
+            better = v > best
+            best = torch.where(better, v, best)
+            idx_best = torch.where(better, idx[j], idx_best)
+    return best, idx_best
+
+
+@torch.inference_mode()
+def pixel_sources(
+    data: Dataset, traj: Trajectory, step: int, sample: int, device=None
+) -> PixelSources | None:
+    """Which training image each pixel of x0_hat comes from at one step of one sample.
+
+    Pixel m's source is the image with the largest local weight w_i(m) in the denoiser's own
+    per-pixel posterior (PCA locality over S_t, Lukoianov et al. 2025 / Shang et al. 2026; optimal:
+    the one global posterior, so every pixel has the same source); w_source(m) = exp(L_max(m) -
+    logsumexp_i L_i(m)), normalised by the kernel's sums (`Corpus.posterior`). An image "holds" a
+    pixel when w_source(m) > MAJORITY. None for wiener (no posterior over images)."""
+    post = step_posterior(data, traj, step, sample, device)
+    return None if post is None else _sources(post, post.sums(moments=0))
+
+
+def _sources(post: StepPosterior, acc: StreamingSoftmax) -> PixelSources:
+    """PixelSources from the kernel's sums (their log normaliser) and the argmax pass."""
+    best, src = _best_logits(post)  # (P,)
+    top_w = torch.exp(torch.clamp(best - acc.lse()[0], max=0.0))  # (P,)
+    shape = post.corpus.shape
+    D = post.corpus.D
+    if top_w.shape[0] != D:  # global posterior: one source for every pixel
+        top_w, src = top_w.expand(D), src.expand(D)
+    held = top_w > MAJORITY
+    images, counts = torch.unique(src[held], return_counts=True)
+    order = torch.argsort(counts, descending=True, stable=True)
+    return PixelSources(
+        source=src.cpu().numpy().reshape(shape),
+        top_w=top_w.float().cpu().numpy().reshape(shape),
+        images=images[order].cpu().numpy(),
+        share=(counts[order].double() / D).cpu().numpy(),
+    )

@@ -11,7 +11,6 @@ import numpy as np
 
 from ..data.datasets import to_uint8
 from ..run.sampler import Trajectory
-from .galleries import subset_view
 
 GIF_TOP = 8  # training images per GIF frame
 
@@ -35,11 +34,11 @@ def _tile(img: np.ndarray, scale: int) -> np.ndarray:
 
 def frames(traj: Trajectory, sample: int, images, scale: int = 4, top: int = GIF_TOP) -> np.ndarray:
     """One frame per step: a band naming t, then x_t | x0_hat | the step's top training images
-    (the golden subset's, or the exact posterior's without a subset), separated by white gaps.
+    (the exact posterior's heaviest), separated by white gaps.
     (S, h, w, 3) uint8."""
     out = []
     for step, rec in enumerate(traj.records):
-        idx, _, _ = subset_view(traj, step, sample, top)
+        idx = rec.top_idx[sample][:top]
         tiles = [rec.x_t[sample], rec.x0_hat[sample]] + [np.asarray(images[int(i)]) for i in idx]
         parts = []
         for j, t in enumerate(tiles):
@@ -47,8 +46,7 @@ def frames(traj: Trajectory, sample: int, images, scale: int = 4, top: int = GIF
             gap = 3 * scale if j == 1 else scale  # a wider gap before the training images
             parts.append(np.full((parts[-1].shape[0], gap, 3), 255, np.uint8))
         row = np.concatenate(parts[:-1], axis=1)
-        what = "S_t's top images" if rec.ranked_idx is not None else "exact posterior's top"
-        out.append(_label(row, f"t = {rec.t}   x_t | x0_hat | {what}"))
+        out.append(_label(row, f"t = {rec.t}   x_t | x0_hat | exact posterior's top"))
     return np.stack(out)
 
 

@@ -3,7 +3,8 @@
     samples   rank r runs samples [r n / R, (r + 1) n / R) with the whole corpus; each sample has
               its own seed stream, so the samples do not depend on R; rank 0 gathers them in order
     corpus    every rank runs all n samples over its N / R rows of the corpus; each step merges the
-              ranks exactly (run.sharded), so every rank holds the same x_t and rank 0 keeps it
+              ranks exactly (run.sharded, core.comm), so every rank holds the same x_t and
+              rank 0 keeps it
 
 Launch: `python -m torch.distributed.run --nproc-per-node R -m golddiff sample --shard ...`. The
 process group uses gloo on the CPU and NCCL on CUDA (one GPU per local rank) and has a timeout:
@@ -26,11 +27,12 @@ import torch.distributed as dist
 from ..core.schedule import NoiseSchedule
 from ..data.datasets import Dataset
 from ..data.device import pick_device
-from ..denoise.methods import make_denoiser
+from ..core.comm import Comm
+from ..denoise.methods import denoiser_on, make_denoiser
 from ..denoise.params import DenoiserParams
 from .records import StepRecord
 from .sampler import Trajectory, sample
-from .sharded import ShardedPosterior, shard_bounds, shard_corpus, sharded_denoiser
+from .sharded import shard_bounds, shard_corpus
 
 SHARD_MODES = ("samples", "corpus")
 TIMEOUT_S = 300.0  # default process-group timeout: a collective waits this long for a peer
@@ -40,17 +42,16 @@ class PeerFailure(RuntimeError):
     """Another rank failed, exited or stopped answering within the process group's timeout."""
 
 
-class Comm:
+class DistComm(Comm):
     """The collectives of one torch.distributed process group, counting the bytes of each phase.
 
     Bytes are the payload of this rank: the tensor for an all-reduce (a ring all-reduce moves about
     2 (R - 1) / R times that over the wire), the gathered result for an all-gather."""
 
     def __init__(self, timeout_s: float = TIMEOUT_S):
+        super().__init__()
         self.rank, self.world = dist.get_rank(), dist.get_world_size()
         self.timeout_s = timeout_s
-        self.phase = "setup"
-        self.bytes: dict[str, int] = {}
 
     def _count(self, n: int) -> None:
         if self.world > 1:  # one rank sends nothing
@@ -112,7 +113,7 @@ def launched() -> bool:
 
 @contextmanager
 def session(device: str | None = None, timeout_s: float = TIMEOUT_S):
-    """Join the process group torchrun set up; yields (Comm, this rank's device). NCCL on CUDA
+    """Join the process group torchrun set up; yields (DistComm, this rank's device). NCCL on CUDA
     (GPU = LOCAL_RANK), gloo on the CPU; every collective times out after timeout_s."""
     if not launched():
         raise ValueError(
@@ -128,7 +129,7 @@ def session(device: str | None = None, timeout_s: float = TIMEOUT_S):
     backend = "nccl" if dev.type == "cuda" else "gloo"
     dist.init_process_group(backend, timeout=timedelta(seconds=timeout_s))
     try:
-        yield Comm(timeout_s), dev
+        yield DistComm(timeout_s), dev
     finally:
         dist.destroy_process_group()
 
@@ -187,6 +188,7 @@ def sample_sharded(
     seed: int = 0,
     exact_check: bool = False,
     callback=None,
+    diagnostics: str | None = "auto",
 ) -> Trajectory | None:
     """Sample n images across comm's ranks with `--shard mode`; the trajectory on rank 0, None on
     the others. Equal to `sample(make_denoiser(method, data, ...), n=n, seed=seed)` in one
@@ -203,14 +205,14 @@ def sample_sharded(
         lo, hi = shard_bounds(int(n), comm.world, comm.rank)
         den = make_denoiser(method, data, schedule, device=device, params=params)
         comm.phase = "denoise"  # no collective until the gather
-        traj = sample(den, schedule, steps, hi - lo, seed, callback, exact_check, first=lo)
+        traj = sample(den, schedule, steps, hi - lo, seed, callback, exact_check, first=lo,
+                      diagnostics=diagnostics)
         comm.phase = "gather"
         parts = comm.gather_object(traj)
         return None if parts is None else _tag(merge_trajectories(parts), mode, comm)
-    corpus = shard_corpus(data, comm, device)
-    den = sharded_denoiser(method, corpus, schedule, params, comm)
-    post = ShardedPosterior(corpus, comm)
-    traj = sample(den, schedule, steps, n, seed, callback, exact_check, posterior=post)
+    corpus = shard_corpus(data, comm, device)  # merges its sums through comm
+    den = denoiser_on(method, corpus, schedule, params)
+    traj = sample(den, schedule, steps, n, seed, callback, exact_check, diagnostics=diagnostics)
     comm.phase = "gather"
     times = torch.tensor(traj.scalars("time_step"), dtype=torch.float64)  # (steps,)
     comm.all_reduce(times, "max")  # a step takes as long as its slowest rank

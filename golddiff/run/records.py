@@ -5,6 +5,11 @@ Global posterior at x_t over all N (exact): w_i = softmax_i(-||x_t - sqrt(abar) 
 (1-abar) tau)). entropy H (nats), perplexity exp(H), ESS = 1 / sum w^2, k_0.9 / k_0.99 = fewest
 images holding 90% / 99%. Golden subset S_t: captured mass W_S = sum_{i in S_t} w_i, recall of
 the global top-k_t. The summaries themselves are defined in core.summaries.
+
+Three modes (`DIAGNOSTICS`): exact (the sums over all N, `CorpusPosterior`), estimated (the same
+summaries from the retrieved images plus a weighted uniform sample of the rest, each with its
+standard error, `run.estimate`) and none (no posterior diagnostics at all). auto picks exact up to
+EXACT_MAX_N images and estimated above, for the methods that retrieve images.
 """
 
 from __future__ import annotations
@@ -16,10 +21,26 @@ import numpy as np
 import torch
 
 from ..core.posterior import StreamingSoftmax
-from ..core.summaries import captured_mass, entropy, ess, k_mass, mse01, perplexity, r2, topk_recall
+from ..core.comm import global_topk, merged_k_mass
+from ..core.summaries import entropy, mse01, r2
 from ..data.memory import check_memory
-from ..denoise.corpus import Corpus, corpus_logits, locality_scan
+from ..denoise.corpus import Corpus, corpus_logits
 from ..denoise.methods import DenoiseOutput
+from .estimate import TAIL, estimated_summaries
+
+DIAGNOSTICS = ("auto", "exact", "estimated", "none")
+EXACT_MAX_N = 300_000  # auto: exact diagnostics up to this many images, estimated above
+RETRIEVING = ("golddiff", "hybrid")  # methods with a golden subset to head the estimate
+
+# What the app and the CLI say about the diagnostics they show, per mode.
+DIAGNOSTICS_LABELS = {
+    "exact": "Posterior diagnostics: exact, over all N training images.",
+    "estimated": (
+        "Posterior diagnostics: estimated from the retrieved images plus a uniform sample of "
+        "the rest (± one standard error)."
+    ),
+    "none": "Posterior diagnostics: off (not computed for this run).",
+}
 
 # Display names, shared by the CLI table and the app.
 LABELS = {
@@ -37,7 +58,35 @@ LABELS = {
     "search_recall": "recall of the approximate proxy search",
     "k_b": "k_t per sample (adaptive)",
     "error_est": "estimated one-step 1 - r^2 (adaptive)",
+    "tail": "uniform tail images of the estimate",
 }
+
+
+def resolve_diagnostics(mode: str | None, method: str, N: int, sharded: bool = False) -> str:
+    """The mode a run uses: exact, estimated or none. auto (or None): estimated for a method that
+    retrieves images (RETRIEVING) on more than EXACT_MAX_N images of an unsharded corpus, exact
+    otherwise (a full-scan method pays a pass over all N in its own step anyway)."""
+    mode = "auto" if mode is None else mode
+    if mode not in DIAGNOSTICS:
+        raise ValueError(f"diagnostics='{mode}' is not one of {', '.join(DIAGNOSTICS)}.")
+    if mode == "auto":
+        big = N > EXACT_MAX_N and method in RETRIEVING and not sharded
+        return "estimated" if big else "exact"
+    if mode == "estimated" and sharded:
+        raise ValueError(
+            "diagnostics='estimated' does not run under --shard corpus; use 'exact' or 'none'."
+        )
+    return mode
+
+
+def diagnostics_label(traj_or_mode) -> str:
+    """The one-line caption of a run's diagnostics (a Trajectory, a StepRecord or a mode name)."""
+    mode = traj_or_mode
+    if hasattr(mode, "meta"):
+        mode = mode.meta.get("diagnostics", "exact")
+    elif hasattr(mode, "diagnostics"):
+        mode = mode.diagnostics or "exact"
+    return DIAGNOSTICS_LABELS[mode]
 
 
 @dataclass
@@ -54,13 +103,14 @@ class StepRecord:
     time_select: float  # seconds: full-resolution selection of S_t
     time_aggregate: float  # seconds: the posterior aggregation
     time_step: float  # seconds: the whole denoiser call
-    entropy: np.ndarray  # (B,) global posterior entropy (nats)
-    perplexity: np.ndarray  # (B,)
-    ess: np.ndarray  # (B,)
-    k90: np.ndarray  # (B,) int
-    k99: np.ndarray  # (B,) int
-    top_idx: np.ndarray  # (B, n) global posterior top-n indices
-    top_w: np.ndarray  # (B, n) and their weights
+    # the global posterior's summaries: None under diagnostics="none"
+    entropy: np.ndarray | None  # (B,) global posterior entropy (nats)
+    perplexity: np.ndarray | None  # (B,)
+    ess: np.ndarray | None  # (B,)
+    k90: np.ndarray | None  # (B,) int
+    k99: np.ndarray | None  # (B,) int
+    top_idx: np.ndarray | None  # (B, n) global posterior top-n indices
+    top_w: np.ndarray | None  # (B, n) and their weights
     N: int  # dataset size
     m_t: int | None = None  # coarse pool size (subset methods)
     k_t: int | None = None  # golden subset size
@@ -84,21 +134,31 @@ class StepRecord:
         None  # (B,) share of the exact proxy top-k_max that an approximate
     )
     # backend (faiss-ivf) found; None where the search was exact
-    k_b: np.ndarray | None = None  # (B,) adaptive subset: images aggregated per sample (its k_t)
+    k_b: np.ndarray | None = None  # (B,) adaptive subset: distinct images aggregated (its k_t)
+    # (B, k) adaptive subset: log C_i - log q_i of each subset image (-inf on the padding)
+    subset_offset: np.ndarray | None = None
     error_est: np.ndarray | None = None  # (B,) adaptive subset: estimated one-step 1 - r^2
     cpu_step: float | None = None  # seconds of process CPU time of the denoiser call (all threads;
     # unlike time_step, not inflated when other processes share the cores)
+    diagnostics: str | None = None  # exact, estimated or none (None: a record from before modes)
+    tail: np.ndarray | None = None  # (B,) estimated: uniform tail images behind the estimate
+    # estimated: the standard error of each summary, (B,) each
+    entropy_se: np.ndarray | None = None
+    perplexity_se: np.ndarray | None = None
+    ess_se: np.ndarray | None = None
+    k90_se: np.ndarray | None = None
+    k99_se: np.ndarray | None = None
+    captured_mass_se: np.ndarray | None = None
+    recall_se: np.ndarray | None = None
 
     def to_dict(self) -> dict:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 def _np(x: torch.Tensor | None):
-    return (
-        None
-        if x is None
-        else x.detach().float().cpu().numpy() if x.is_floating_point() else x.cpu().numpy()
-    )
+    if x is None:
+        return None
+    return x.detach().float().cpu().numpy() if x.is_floating_point() else x.cpu().numpy()
 
 
 def check_diagnostics_memory(B: int, corpus: Corpus, device) -> None:
@@ -113,9 +173,10 @@ def check_diagnostics_memory(B: int, corpus: Corpus, device) -> None:
 
 
 class CorpusPosterior:
-    """The exact global posterior over all N rows of one process's corpus, for `make_record`.
+    """The exact global posterior over all N rows of the dataset, for `make_record`.
 
-    `run.sharded.ShardedPosterior` gives the same answers over a corpus split across ranks."""
+    Every sum over images is this corpus's partial sum merged by `corpus.comm` (`core.comm`): the
+    identity in one process, the all-reduce over a corpus split across ranks."""
 
     def __init__(self, corpus: Corpus):
         self.corpus = corpus
@@ -123,6 +184,15 @@ class CorpusPosterior:
     @property
     def N(self) -> int:
         return self.corpus.total
+
+    def weights(self, x_t: torch.Tensor, abar: float, tau: float) -> tuple[torch.Tensor, ...]:
+        """The global logits (B, N_r) of this corpus's rows and their exact weights (B, N_r),
+        normalised over all N: w = exp(L - max) / sum exp(L - max), max and sum over every rank."""
+        comm = self.corpus.comm
+        logits = corpus_logits(x_t, self.corpus, abar, tau)  # (B, N_r), chunked out of core
+        mx = comm.all_reduce(logits.amax(1), "max")  # (B,)
+        e = torch.exp(logits - mx[:, None])
+        return logits, e / comm.all_reduce(e.sum(1))[:, None]
 
     def summaries(
         self,
@@ -136,24 +206,38 @@ class CorpusPosterior:
         """Entropy, perplexity, ESS, k_0.9, k_0.99 (each (B,)), the top-n indices and weights
         (B, n) and, with a subset (B, k), its captured mass and the recall of the global top-k;
         with `ranked` (B, n) dataset indices, their global weights as ranked_global_w."""
-        corpus, B = self.corpus, x_t.shape[0]
-        check_diagnostics_memory(B, corpus, x_t.device)
-        logits = corpus_logits(x_t, corpus, abar, tau)  # (B, N), chunked when out-of-core
-        w = torch.softmax(logits, dim=1)  # the global posterior
-        top = w.topk(min(top_n, corpus.N), dim=1)
+        c, B = self.corpus, x_t.shape[0]
+        comm, comm.phase = c.comm, "diagnostics"
+        check_diagnostics_memory(B, c, x_t.device)
+        logits, w = self.weights(x_t, abar, tau)
+        H = comm.all_reduce(entropy(w))  # (B,), each rank's share of -sum w log w
+        top_w, top_idx = global_topk(comm, w, c.offset, c.total, min(top_n, c.total))
+        k90, k99 = merged_k_mass(comm, w, (0.9, 0.99), c.total).unbind(1)
         out = dict(
-            entropy=entropy(w),
-            perplexity=perplexity(w),
-            ess=ess(w),
-            k90=k_mass(w, 0.9),
-            k99=k_mass(w, 0.99),
-            top_idx=top.indices,
-            top_w=top.values,
+            entropy=H,
+            perplexity=torch.exp(H),
+            ess=1.0 / comm.all_reduce(w.square().sum(1)),
+            k90=k90,
+            k99=k99,
+            top_idx=top_idx,
+            top_w=top_w,
         )
         if subset is not None:
-            out.update(captured_mass=captured_mass(w, subset), recall=topk_recall(logits, subset))
-        if ranked is not None:
-            out["ranked_global_w"] = w.gather(1, ranked)  # (B, n)
+            held = torch.zeros_like(w, dtype=torch.bool)  # (B, N_r): S_t's rows on this corpus
+            for b, (_, rows) in enumerate(zip(*c._local_rows(subset))):
+                held[b, rows] = True
+            top = global_topk(comm, logits, c.offset, c.total, subset.shape[1])[1]  # (B, k)
+            in_s = torch.zeros(B, c.total, dtype=torch.bool, device=w.device)
+            in_s.scatter_(1, subset, True)
+            out.update(
+                captured_mass=comm.all_reduce((w * held).sum(1)),
+                recall=in_s.gather(1, top).float().mean(1),
+            )
+        if ranked is not None:  # each rank fills the weights of its own rows; the sum merges them
+            rw = torch.zeros(ranked.shape, dtype=w.dtype, device=w.device)
+            for b, (pos, rows) in enumerate(zip(*c._local_rows(ranked))):
+                rw[b, pos] = w[b, rows]
+            out["ranked_global_w"] = comm.all_reduce(rw)
         return out
 
     def reference(
@@ -164,13 +248,24 @@ class CorpusPosterior:
         tau: float,
         subset: torch.Tensor | None,
     ) -> StreamingSoftmax:
-        """The full-scan PCA-locality posterior at x_t (B, D), flagging the subset (B, k) if any."""
-        flag = None
-        if subset is not None:
-            flag = torch.zeros(
-                x_t.shape[0], self.corpus.N, dtype=torch.bool, device=x_t.device
-            ).scatter_(1, subset, True)
-        return locality_scan(x_t, self.corpus, M, abar, tau, flag)
+        """The full-scan PCA-locality posterior at x_t (B, D), keeping the subset's (B, k) mass."""
+        self.corpus.comm.phase = "diagnostics"
+        return self.corpus.posterior(x_t, M, abar, tau, held=subset)
+
+
+def check_finite(rec: StepRecord) -> StepRecord:
+    """Refuse (ValueError) a record holding a NaN or infinite value, so that no run saves one
+    (subset_offset may hold -inf: it marks the padding of an adaptive subset)."""
+    for name, v in rec.to_dict().items():
+        if not isinstance(v, np.ndarray) or v.dtype.kind != "f":
+            continue
+        ok = np.isfinite(v) | (np.isneginf(v) if name == "subset_offset" else False)
+        if not ok.all():
+            raise ValueError(
+                f"The {LABELS.get(name, name)} at t = {rec.t} is NaN or infinite, so the run "
+                "was refused rather than saved; change the parameters that led there."
+            )
+    return rec
 
 
 def make_record(
@@ -184,24 +279,44 @@ def make_record(
     top_n: int = 32,
     reference_mask: torch.Tensor | None = None,
     time_step: float = 0.0,
-    posterior: CorpusPosterior | None = None,
     cpu_step: float | None = None,
+    diagnostics: str = "exact",
+    rngs: list[np.random.Generator] | None = None,
+    tail: int = TAIL,
+    near: torch.Tensor | None = None,
 ) -> StepRecord:
     """Compute every diagnostic of one step. x_t, out.x0_hat: (B, D).
 
+    diagnostics: exact (over all N), estimated (`run.estimate`: the golden subset weighed exactly
+    and the nearest images `near` (B, h) weighed exactly, plus `tail` images drawn uniformly from
+    the rest with rngs, one numpy generator per sample; each summary with its standard error as
+    name_se) or none (the summaries stay None).
+
     reference_mask: when given (the (D, D) PCA-locality mask), run the exact check: a full-scan
     PCA-locality posterior at the same x_t, the method's one-step MSE / r^2 against it, and the
-    per-pixel mass of S_t. posterior: what computes the diagnostics over all N (default:
-    CorpusPosterior(corpus)).
+    per-pixel mass of S_t. The diagnostics over all N come from CorpusPosterior(corpus), which
+    merges a sharded corpus's ranks itself.
     """
     shape = (x_t.shape[0],) + corpus.shape
-    posterior = posterior or CorpusPosterior(corpus)
+    posterior = CorpusPosterior(corpus)
     ranked = ranked_w = None  # the subset's images ranked by mean per-pixel weight, (B, n)
     if out.subset is not None and out.subset_weight is not None:
         r = out.subset_weight.topk(min(top_n, out.subset.shape[1]), dim=1)
         ranked, ranked_w = out.subset.gather(1, r.indices), r.values
-    summ = posterior.summaries(x_t, abar, tau, top_n, out.subset, ranked)
-    post = {k: _np(v) for k, v in summ.items()}
+    post = dict.fromkeys(("entropy", "perplexity", "ess", "k90", "k99", "top_idx", "top_w"))
+    if diagnostics == "exact":
+        post.update(posterior.summaries(x_t, abar, tau, top_n, out.subset, ranked))
+    elif diagnostics == "estimated":
+        parts = [p for p in (out.subset, near) if p is not None]
+        heads = [torch.cat([p[b].reshape(-1) for p in parts]) if parts else torch.zeros(0)
+                 for b in range(x_t.shape[0])]
+        if rngs is None:
+            raise ValueError("diagnostics='estimated' needs one random generator per sample.")
+        post.update(estimated_summaries(corpus, x_t, abar, tau, top_n, heads, out.subset, ranked,
+                                        rngs, tail, with_recall=out.k_b is None))
+    elif diagnostics != "none":
+        raise ValueError(f"diagnostics='{diagnostics}' is not one of exact, estimated, none.")
+    post = {k: _np(v) for k, v in post.items()}
     rec = StepRecord(
         step=step,
         t=t,
@@ -220,16 +335,19 @@ def make_record(
         m_t=out.m_t,
         k_t=out.k_t,
         search_recall=_np(getattr(out, "search_recall", None)),
+        diagnostics=diagnostics,
         **post,
     )
     if out.pool_nearest is not None:
         rec.pool_nearest = _np(out.pool_nearest)
     if out.k_b is not None:
         rec.k_b, rec.error_est = _np(out.k_b), _np(out.error_est)
+    if out.subset_offset is not None:
+        rec.subset_offset = _np(out.subset_offset)
     if out.subset is not None:
         rec.subset_idx = _np(out.subset).astype(np.int32)
         if out.k_b is not None:  # adaptive: padded to its widest sample, so
-            rec.recall = None  # there is no top-k_t to recall
+            rec.recall = rec.recall_se = None  # there is no top-k_t to recall
         if ranked is not None:
             rec.ranked_idx, rec.ranked_w = _np(ranked), _np(ranked_w)
     if out.pixel_entropy is not None:
@@ -244,4 +362,4 @@ def make_record(
         rec.onestep_mse, rec.onestep_r2 = _np(mse01(out.x0_hat, ref)), _np(r2(out.x0_hat, ref))
         if out.subset is not None:
             rec.pixel_captured_mass = _np(acc.captured()).reshape(shape)
-    return rec
+    return check_finite(rec)

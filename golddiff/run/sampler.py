@@ -1,11 +1,10 @@
 """Step-by-step DDIM sampling with an analytical denoiser; one diagnostic record per step.
 
     x_T ~ N(0, I), each sample from its own seed stream (denoise.streams)
-    for t in DDIM timesteps (900, 800, ..., 0):
-        x0_hat = denoiser(x_t, t)                        # + diagnostics -> record ->
-        callback(record)
-        x_{t'} = sqrt(abar_t') x0_hat + sqrt(1 - abar_t') eps_hat      (DDIM, Song et al. 2021, eta
-        = 0)
+    for t in the DDIM timesteps, evenly spaced from T - 1 to 0 (10 steps: 999, 888, ..., 0):
+        x0_hat = denoiser(x_t, t)                  # + diagnostics -> record -> callback(record)
+        eps_hat = (x_t - sqrt(abar_t) x0_hat) / sqrt(1 - abar_t)
+        x_{t'} = sqrt(abar_t') x0_hat + sqrt(1 - abar_t') eps_hat  # Song et al. 2021, Eq. 12
     return the last x0_hat
 
 `ddim` is the one DDIM loop of the library: `sample` (with diagnostics) and the teaching pages
@@ -28,10 +27,12 @@ from ..core.interrupt import checkpoint
 from ..core.schedule import NoiseSchedule
 from ..data.cache import atomic_write
 from ..denoise.methods import Denoiser
-from ..denoise.streams import SampleStreams
-from .records import CorpusPosterior, StepRecord, check_diagnostics_memory, make_record
+from ..denoise.streams import DIAG, SampleStreams
+from .estimate import HEAD, TAIL, nearest_head
+from .records import StepRecord, check_diagnostics_memory, make_record, resolve_diagnostics
 
 SEED_MAX = 2**63 - 1  # seeds are 0..SEED_MAX (torch and numpy generators both take these)
+MAX_BATCH = 4096  # samples in one run (the streams and the per-sample records scale with it)
 
 
 def check_seed(seed, name: str = "seed") -> int:
@@ -41,6 +42,15 @@ def check_seed(seed, name: str = "seed") -> int:
     ):
         raise ValueError(f"{name}={seed} is outside 0..{SEED_MAX}; choose a seed in that range.")
     return int(seed)
+
+
+def check_batch(n, name: str = "n") -> int:
+    """The batch size B as an int; ValueError naming `name` ("--samples") outside 1..MAX_BATCH."""
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 1 <= n <= MAX_BATCH:
+        raise ValueError(
+            f"{name}={n} samples is outside 1..{MAX_BATCH}; choose between 1 and {MAX_BATCH}."
+        )
+    return int(n)
 
 
 # denoise(x_t (B, D), t) -> x0_hat (B, D); on_step(i, t, x_t, x0_hat) after each call
@@ -142,7 +152,9 @@ def sample(
     top_n: int = 32,
     x_T: torch.Tensor | None = None,
     first: int = 0,
-    posterior: CorpusPosterior | None = None,
+    diagnostics: str | None = "auto",
+    diagnostics_tail: int = TAIL,
+    diagnostics_head: int = HEAD,
 ) -> Trajectory:
     """Run DDIM (eta = 0) from seeded noise with `denoiser`; one StepRecord per step.
 
@@ -152,23 +164,35 @@ def sample(
     first.. of a sharded run (`run.distributed`) makes exactly the samples one process would.
     exact_check: also run the full-scan PCA-locality reference at each x_t (costs one full scan per
     step). callback(record) is called as each record is made (progress bars in the CLI and the app).
-    posterior: what computes the diagnostics over all N (a sharded corpus passes its own).
+    diagnostics: exact (the global posterior over all N, also over a sharded corpus:
+    `records.CorpusPosterior`), estimated (from the golden subset and the `diagnostics_head`
+    nearest images by the proxy search plus `diagnostics_tail` images drawn uniformly from the
+    rest per sample, with standard errors: `run.estimate`; its draws come from their own seed
+    streams, so the samples are those of any other mode), none, or auto
+    (`records.resolve_diagnostics`: estimated above EXACT_MAX_N images). meta["diagnostics"] and
+    every record say which ran.
     """
     schedule = schedule or denoiser.schedule
     corpus = denoiser.corpus
     if x_T is not None:
-        if x_T.dim() != 2 or x_T.shape[1] != corpus.D or not 1 <= x_T.shape[0] <= 4096:
+        if x_T.dim() != 2 or x_T.shape[1] != corpus.D or not 1 <= x_T.shape[0] <= MAX_BATCH:
             raise ValueError(
-                f"x_T has shape {tuple(x_T.shape)}; expected (B, {corpus.D}) with 1 <= B <= 4096."
+                f"x_T has shape {tuple(x_T.shape)}; expected (B, {corpus.D}) with "
+                f"1 <= B <= {MAX_BATCH}."
             )
-    elif not 1 <= int(n) <= 4096:
-        raise ValueError(f"n={n} samples is outside 1..4096; choose n between 1 and 4096.")
+    else:
+        check_batch(n)
     ts = schedule.timesteps(steps)
     B = int(n) if x_T is None else int(x_T.shape[0])
     streams = SampleStreams(check_seed(seed), range(int(first), int(first) + B))
     if x_T is None:
         x_T = streams.noise(corpus.D)  # (B, D)
-    check_diagnostics_memory(B, corpus, corpus.device)  # before any step runs
+    mode = resolve_diagnostics(diagnostics, denoiser.name, corpus.total, corpus.sharded)
+    for name, v in (("diagnostics_tail", diagnostics_tail), ("diagnostics_head", diagnostics_head)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
+            raise ValueError(f"{name}={v} must be a whole number of images, 0 or more.")
+    if mode == "exact":
+        check_diagnostics_memory(B, corpus, corpus.device)  # before any step runs
     x = x_T.to(corpus.device, torch.float32)
     p = denoiser.params
     records: list[StepRecord] = []
@@ -182,6 +206,8 @@ def sample(
         # rule)
         M = corpus.stats.mask(t, abar, p.mask_threshold, p.mask_rule) if exact_check else None
         with torch.inference_mode():
+            estimated = mode == "estimated" and diagnostics_head > 0
+            near = nearest_head(denoiser, x_t, abar, diagnostics_head) if estimated else None
             rec = make_record(
                 len(records),
                 t,
@@ -193,8 +219,11 @@ def sample(
                 top_n,
                 M,
                 elapsed,
-                posterior=posterior,
                 cpu_step=cpu,
+                diagnostics=mode,
+                rngs=streams.rngs(DIAG, t) if mode == "estimated" else None,
+                tail=int(diagnostics_tail),
+                near=near,
             )
         records.append(rec)
         if callback is not None:
@@ -212,6 +241,10 @@ def sample(
         "N": corpus.total,
         "shape": list(corpus.shape),
         "params": p.used_by(denoiser.name),
+        "diagnostics": mode,
     }
+    if mode == "estimated":
+        meta["diagnostics_tail"] = int(diagnostics_tail)
+        meta["diagnostics_head"] = int(diagnostics_head)
     shape = (x.shape[0],) + corpus.shape
     return Trajectory(records, records[-1].x0_hat, x_T.cpu().numpy().reshape(shape), meta)

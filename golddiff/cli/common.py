@@ -1,11 +1,15 @@
-"""What every CLI command shares: the denoiser flags (generated from DenoiserParams), progress
-lines on stderr, and the per-step table. All printing of the CLI goes through these modules."""
+"""What every CLI command shares: the denoiser, device, memory and shard flags (the denoiser flags
+generated from DenoiserParams), the argument checks that run before anything loads, the one checked
+writer of every output file, progress lines on stderr, and the per-step table."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
+from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -67,7 +71,7 @@ def format_table(traj) -> str:
 def add_method_args(p: argparse.ArgumentParser) -> None:
     """A flag for every DenoiserParams field (built from its spec; None means the dataset's
     default), plus the device and the memory limit."""
-    from .denoise.params import DenoiserParams
+    from ..denoise.params import DenoiserParams
 
     for spec in DenoiserParams.specs():
         default = "dataset-scaled" if spec.default is None else spec.default
@@ -91,7 +95,7 @@ def add_method_args(p: argparse.ArgumentParser) -> None:
 
 def method_params(args):
     """The DenoiserParams the flags ask for (unset flags stay None: the dataset's default)."""
-    from .denoise.params import DenoiserParams
+    from ..denoise.params import DenoiserParams
 
     return DenoiserParams(**{name: getattr(args, name) for name in DenoiserParams.names()})
 
@@ -104,3 +108,86 @@ def download_progress(done: int, total: int | None) -> None:
     if total and done >= total:
         sys.stderr.write("\n")
     sys.stderr.flush()
+
+
+def add_shard_args(p: argparse.ArgumentParser) -> None:
+    """--shard and --timeout: run under torchrun across processes (golddiff.run.distributed)."""
+    from ..run.distributed import SHARD_MODES, TIMEOUT_S
+
+    p.add_argument(
+        "--shard",
+        choices=SHARD_MODES,
+        default=None,
+        help="under torchrun: split the samples or the corpus across the ranks",
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=TIMEOUT_S,
+        help=f"with --shard: seconds a rank waits for the others before the run stops "
+        f"(default {TIMEOUT_S:g})",
+    )
+
+
+def check_args(args, methods: list[str], out_flag: str, out: str | None) -> None:
+    """Everything that needs no data, checked before any dataset loads (one ValueError): steps, n,
+    seed, device, the method parameters, the shard timeout and that the output can be written."""
+    from ..core.schedule import NoiseSchedule
+    from ..data import pick_device
+    from ..data.files import check_writable
+    from ..run.sampler import check_batch, check_seed
+
+    NoiseSchedule().timesteps(args.steps)  # steps=... is outside 1..T
+    check_batch(args.n)
+    check_seed(args.seed, "--seed")
+    pick_device(args.device)
+    method_params(args).check_fields(methods)
+    timeout = getattr(args, "timeout", None)
+    if getattr(args, "shard", None) and not (timeout is not None and 0 < timeout < float("inf")):
+        raise ValueError(f"--timeout {timeout} must be a positive number of seconds.")
+    if out:
+        check_writable(out, out_flag, note=note)
+
+
+def note(line: str) -> None:
+    """A one-line notice on stderr (e.g. what the sweep of a killed run's leftovers removed)."""
+    print(f"note: {line}", file=sys.stderr)
+
+
+def number_list(spec: str | None, flag: str, kind: Callable = float) -> list:
+    """'a,b,c' -> [kind(a), kind(b), kind(c)]; one sentence naming `flag` when it does not parse."""
+    if not spec:
+        return []
+    try:
+        return [kind(s) for s in spec.split(",") if s.strip()]
+    except ValueError:
+        what = "whole numbers such as 5000,10000" if kind is int else "numbers such as 0.03,0.01"
+        raise ValueError(f"{flag} '{spec}' must be comma-separated {what}.") from None
+
+
+def save_json(path: str | None, js: dict, flag: str = "--json") -> None:
+    """Write `js` to `path` (when given) through the one checked writer of every output file."""
+    if not path:
+        return
+    from ..data.files import write_output
+
+    write_output(path, lambda tmp: Path(tmp).write_text(json.dumps(js, indent=1)), flag)
+    print(f"saved {path}", file=sys.stderr)
+
+
+def run_meta(ds, args, device) -> dict:
+    """What a bench JSON records about the run: the dataset, the run's size, device and torch."""
+    import torch
+
+    from ..data import device_label
+
+    return {
+        "dataset": ds.name,
+        "N": ds.N,
+        "shape": list(ds.shape),
+        "steps": args.steps,
+        "n": args.n,
+        "seed": args.seed,
+        "device": device_label(device),
+        "torch": torch.__version__,
+    }

@@ -1,0 +1,96 @@
+"""The per-neighbourhood golden subset (subset="local"): the head is each patch's nearest images,
+the tail weights are the uniform inclusion odds, and a head of all N is the full scan exactly."""
+
+import itertools
+import math
+
+import numpy as np
+import torch
+
+from golddiff import DenoiserParams, NoiseSchedule, make_denoiser, sample
+from golddiff.core.summaries import r2
+from golddiff.data import Dataset
+from golddiff.denoise import local_subset as ls
+from golddiff.denoise.retrieval import to_proxy
+
+_COUNTER = itertools.count()
+
+
+def structured_ds(N=600, H=8, seed=0) -> Dataset:
+    rng = np.random.default_rng(seed)
+    z = rng.standard_normal((N, 4))
+    A = rng.standard_normal((4, H * H))
+    X = np.tanh(0.5 * z @ A + 0.2 * rng.standard_normal((N, H * H)))
+    images = torch.tensor(X, dtype=torch.float32).reshape(N, 1, H, H)
+    return Dataset(f"local-{next(_COUNTER)}", images, np.zeros(N, np.int64))
+
+
+def test_patches_cover_every_proxy_pixel_once():
+    for C, side, parts in ((1, 14, 2), (3, 7, 2), (1, 5, 3)):
+        flat = torch.cat(ls.patch_slices(C, side, parts)).sort().values
+        assert torch.equal(flat, torch.arange(C * side * side))
+
+
+def test_head_holds_each_patch_top_r_by_the_plain_distance():
+    g = torch.Generator().manual_seed(0)
+    N, side, r, scale = 300, 6, 7, 0.6
+    P = torch.randn(N, side * side, generator=g)
+    q = torch.randn(2, side * side, generator=g)
+    heads = ls.patch_head(q, P, scale, ls.patch_slices(1, side, 2), r)
+    grid = np.arange(side * side).reshape(side, side)
+    for b in range(2):
+        want = set()
+        for a0, b0 in itertools.product((0, 3), (0, 3)):
+            cols = grid[a0 : a0 + 3, b0 : b0 + 3].ravel()
+            d = ((q[b, cols][None].numpy() - scale * P[:, cols].numpy()) ** 2).sum(1)
+            want |= set(np.argsort(d)[:r].tolist())
+        assert set(heads[b].tolist()) == want
+
+
+def test_tail_is_uniform_on_the_complement_with_the_inclusion_log_weight():
+    N, m = 50, 10
+    head = torch.tensor([1, 4, 9, 30])
+    counts = torch.zeros(N)
+    g = torch.Generator().manual_seed(1)
+    for _ in range(4000):
+        tail, w = ls.uniform_tail(N, head, m, g)
+        assert tail.unique().shape[0] == m and not bool(torch.isin(tail, head).any())
+        counts[tail] += 1
+    assert math.isclose(w, math.log((N - head.shape[0]) / m))
+    freq = counts / 4000  # inclusion probability m / (N - |head|) = 10 / 46 off the head
+    assert float(freq[head].sum()) == 0.0
+    rest = torch.ones(N, dtype=torch.bool)
+    rest[head] = False
+    assert float((freq[rest] - m / 46).abs().max()) < 0.04
+
+
+def test_head_of_all_images_equals_the_full_scan(monkeypatch):
+    """r >= N: every patch keeps all N, the tail is empty and the step is the exact full scan."""
+    ds = structured_ds()
+    monkeypatch.setattr(ls, "HEAD_PER_K", 1)
+    sched = NoiseSchedule()
+    loc = make_denoiser("golddiff", ds, sched, device="cpu", subset="local", k_max=ds.N, low_res=4)
+    ref = make_denoiser("pca", ds, sched, device="cpu")
+    for t in (800, 300, 50):
+        abar = sched.abar(t)
+        eps = torch.randn(4, ds.D, generator=torch.Generator().manual_seed(t))
+        x_t = math.sqrt(abar) * ds.flat()[:4] + math.sqrt(1 - abar) * eps
+        out = loc.denoise(x_t, t, torch.Generator().manual_seed(0))
+        assert out.k_t == ds.N
+        torch.testing.assert_close(out.x0_hat, ref.denoise(x_t, t).x0_hat, atol=2e-5, rtol=1e-4)
+
+
+def test_local_sampling_is_deterministic_per_seed_and_records_its_sizes():
+    ds = structured_ds()
+    params = DenoiserParams(subset="local", k_max=200, low_res=4)
+    den = make_denoiser("golddiff", ds, device="cpu", params=params)
+    a = sample(den, steps=4, n=3, seed=5)
+    b = sample(den, steps=4, n=3, seed=5)
+    np.testing.assert_array_equal(a.samples, b.samples)
+    r, m = ls.local_sizes(200, ds.N)
+    for rec in a.records:
+        assert all(m <= k <= 4 * r + m for k in rec.k_b)
+    ref = sample(make_denoiser("pca", ds, device="cpu"), steps=4, n=3, seed=5)
+    flat = [torch.from_numpy(tr.samples.reshape(3, -1)) for tr in (a, ref)]
+    fid = r2(*flat)
+    assert bool(torch.isfinite(fid).all())
