@@ -271,26 +271,43 @@ def test_pareto_front_keeps_only_undominated_points():
         {"label": "c", "speedup": 15, "final_r2": 0.94},  # beaten by b on both
         {"label": "d", "speedup": 5, "final_r2": 0.98},  # beaten by a on both
     ]
-    assert [p["label"] for p in pareto(pts)] == ["a", "b"]
+    assert [p["label"] for p in pareto(pts, "speedup", "final_r2")] == ["a", "b"]
 
 
-def test_frontier_runs_both_modes_against_one_reference():
+def test_frontier_scores_every_mode_at_the_reference_states():
     from golddiff.explore.subset_figures import frontier_figure, k_per_sample
 
     ds = structured_ds(N=400)
-    js = frontier(ds, (0.05,), (400, 100), steps=3, n=2, seed=0)
+    js = frontier(ds, (0.05,), (400, 100), steps=3, n=2, seeds=(0, 1), local_k_maxes=(400,))
     labels = [p["label"] for p in js["points"]]
-    assert labels == ["adaptive tol 0.05", "schedule k 200/400", "schedule k 50/100"]
+    assert labels == ["schedule k 200/400", "schedule k 50/100", "adaptive tol 0.05",
+                      "local k 400", "wiener", "optimal"]
+    assert js["samples"] == 4 and len(js["t"]) == 3
     for p in js["points"]:
-        assert p["final_r2_min"] <= p["final_r2"] <= 1 and p["speedup"] > 0
-        assert len(p["k_per_step"]) == 3
-    assert js["points"][2]["mean_k"] < js["points"][1]["mean_k"]
+        assert p["final_r2_min"] <= p["final_r2"] <= 1 and p["cpu_total_speedup"] > 0
+        assert all(w <= m <= 1 for m, w in zip(p["onestep_r2"], p["onestep_r2_worst"]))
+        assert p["onestep_r2_min"] == min(p["onestep_r2"]) and len(p["k_per_step"]) == 3
+    assert js["points"][1]["mean_k"] < js["points"][0]["mean_k"]
     assert "Pareto" in format_frontier(js)
-    assert len(frontier_figure(js).data) == 3  # adaptive, schedule, front
+    assert len(frontier_figure(js).data) == 5  # schedule, adaptive, local, closed form, front
     den = make_denoiser("golddiff", ds, device="cpu", subset="adaptive")
     traj = sample(den, steps=3, n=2, seed=0)
     assert len(k_per_sample(traj, 1).data) == 2
     assert k_per_sample(sample(make_denoiser("golddiff", ds, device="cpu"), steps=2, n=1)) is None
+
+
+def test_a_configuration_equal_to_the_full_scan_scores_one_everywhere(monkeypatch):
+    """The local subset with every image kept is the full scan itself, so the protocol must give
+    it one-step and final r^2 of 1 (up to float round-off) at every step and sample."""
+    from golddiff.denoise import local_subset as ls
+
+    monkeypatch.setattr(ls, "POOL_PER_K", 1)
+    monkeypatch.setattr(ls, "HEAD_PER_K", 1)
+    monkeypatch.setattr(ls, "FLAT_SNR", 0.0)
+    ds = structured_ds(N=300)
+    js = frontier(ds, (), (), steps=3, n=2, seeds=(4,), local_k_maxes=(300,), closed_form=False)
+    (p,) = js["points"]
+    assert min(p["onestep_r2_worst"]) > 1 - 1e-6 and p["final_r2_min"] > 1 - 1e-5
 
 
 # ----------------------------------------------------------------------------- pages

@@ -27,7 +27,11 @@ RUNS = [
     ("corpus", "nearest", "schedule"),
     ("corpus", "auto", "schedule"),
     ("corpus", "auto", "adaptive"),
+    ("corpus", "random", "local"),
 ]
+# compared one step at a time: the adaptive draw counts are step functions of float sums, so
+# round-off can part whole trajectories (the local screen breaks its ties by index: it need not)
+STATEWISE = ("adaptive",)
 
 
 def free_port() -> int:
@@ -61,7 +65,7 @@ def worker(rank: int, world: int, port: int, out: str, fail: str | None, timeout
     try:
         with session("cpu", timeout) as (comm, dev):
             for mode, pool, subset in RUNS[: 2 if fail else None]:
-                if subset == "adaptive":  # one step at each of one process's states
+                if subset in STATEWISE:  # one step at each of one process's states
                     corpus = shard_corpus(ds, comm, dev)
                     params = DenoiserParams(pool=pool, subset=subset)
                     den = denoiser_on("golddiff", corpus, None, params)
@@ -161,7 +165,7 @@ def close(got, want, **tol) -> None:
 @pytest.mark.parametrize("run", RUNS, ids=["-".join(r) for r in RUNS])
 def test_two_ranks_give_the_samples_and_diagnostics_of_one_process(runs, run):
     got, ref = runs[run], one_process(run[1], run[2])
-    if run[2] == "adaptive":
+    if run[2] in STATEWISE:
         den = make_denoiser("golddiff", load_dataset("digits"), device="cpu", pool=run[1],
                             subset=run[2])
         ref = at_states(den, ref)

@@ -31,12 +31,12 @@ def test_patches_cover_every_proxy_pixel_once():
         assert torch.equal(flat, torch.arange(C * side * side))
 
 
-def test_head_holds_each_patch_top_r_by_the_plain_distance():
+def test_pool_holds_each_patch_top_r_by_the_plain_distance():
     g = torch.Generator().manual_seed(0)
     N, side, r, scale = 300, 6, 7, 0.6
     P = torch.randn(N, side * side, generator=g)
     q = torch.randn(2, side * side, generator=g)
-    heads = ls.patch_head(q, P, scale, ls.patch_slices(1, side, 2), r)
+    heads = ls.patch_pool(q, P, scale, ls.patch_slices(1, side, 2), r)
     grid = np.arange(side * side).reshape(side, side)
     for b in range(2):
         want = set()
@@ -65,9 +65,12 @@ def test_tail_is_uniform_on_the_complement_with_the_inclusion_log_weight():
 
 
 def test_head_of_all_images_equals_the_full_scan(monkeypatch):
-    """r >= N: every patch keeps all N, the tail is empty and the step is the exact full scan."""
+    """r1, r2 >= N: every patch and anchor keeps all N, the tail is empty and the step is the
+    exact full scan."""
     ds = structured_ds()
+    monkeypatch.setattr(ls, "POOL_PER_K", 1)
     monkeypatch.setattr(ls, "HEAD_PER_K", 1)
+    monkeypatch.setattr(ls, "FLAT_SNR", 0.0)
     sched = NoiseSchedule()
     loc = make_denoiser("golddiff", ds, sched, device="cpu", subset="local", k_max=ds.N, low_res=4)
     ref = make_denoiser("pca", ds, sched, device="cpu")
@@ -87,10 +90,47 @@ def test_local_sampling_is_deterministic_per_seed_and_records_its_sizes():
     a = sample(den, steps=4, n=3, seed=5)
     b = sample(den, steps=4, n=3, seed=5)
     np.testing.assert_array_equal(a.samples, b.samples)
-    r, m = ls.local_sizes(200, ds.N)
+    per_patch, per_anchor, m = ls.local_sizes(200, ds.N)
+    anchors = ls.anchor_pixels(ds.shape).shape[0]
     for rec in a.records:
-        assert all(m <= k <= 4 * r + m for k in rec.k_b)
+        if rec.snr < ls.FLAT_SNR:  # a uniform sample, no screen
+            assert list(rec.k_b) == [200 // ls.FLAT_PER_K] * 3 and rec.m_t == 0
+            continue
+        assert all(m <= k <= min(4 * per_patch, anchors * per_anchor) + m for k in rec.k_b)
+        assert 0 < rec.m_t <= 4 * per_patch
     ref = sample(make_denoiser("pca", ds, device="cpu"), steps=4, n=3, seed=5)
     flat = [torch.from_numpy(tr.samples.reshape(3, -1)) for tr in (a, ref)]
     fid = r2(*flat)
     assert bool(torch.isfinite(fid).all())
+
+
+def test_head_holds_each_anchor_top_r_by_its_masked_distance():
+    """The head is the union over anchor pixels of the r2 candidates nearest in that pixel's own
+    masked distance, sum_n M[n, a] (x_n - s y_n)^2, computed here directly in numpy."""
+    ds = structured_ds(N=200)
+    den = make_denoiser("golddiff", ds, device="cpu", subset="local", low_res=4)
+    t, scale = 300, 0.7
+    M = den.mask(t, scale**2)
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(ds.D, generator=g)
+    pool = torch.randperm(ds.N, generator=g)[:80].sort().values
+    anchors = ls.anchor_pixels(ds.shape)
+    head = ls.anchor_head(den.corpus, x, scale, pool, M[:, anchors], 6)
+    X, Mn = ds.flat().numpy()[pool.numpy()], M.numpy()
+    want = set()
+    for a in anchors.tolist():
+        d = (((x.numpy()[None] - scale * X) ** 2) * Mn[:, a][None]).sum(1)
+        want |= set(pool.numpy()[np.argsort(d, kind="stable")[:6]].tolist())
+    assert set(head.tolist()) == want
+
+
+def test_ties_go_to_the_lowest_index_whatever_the_order():
+    v = torch.tensor([[3.0, 1.0, 2.0, 1.0, 1.0, 0.5]])
+    assert ls.smallest_r(v, 3).tolist() == [[1, 3, 5]]  # 0.5, then the first two 1.0s
+    assert ls.smallest_r(v, 0).shape == (1, 0)
+
+
+def test_anchors_cover_the_grid_every_stride_pixels_in_every_channel():
+    a = ls.anchor_pixels((3, 8, 8), stride=4)
+    assert a.tolist() == [c * 64 + r * 8 + k for c in range(3) for r in (2, 6) for k in (2, 6)]
+    assert ls.anchor_pixels((1, 2, 2), stride=8).tolist() == [3]  # at least one per side

@@ -38,18 +38,23 @@ def add_bench_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--frontier",
         action="store_true",
-        help="sweep GoldDiff's adaptive tolerances and published k_max against the full scan "
-        "(speedup vs final r^2) instead of comparing --methods",
+        help="the fidelity protocol instead of comparing --methods: the full scan once per seed, "
+        "then GoldDiff's published schedule, adaptive and local subsets and the closed forms, "
+        "each timed as a whole run (diagnostics off) and scored one step at a time at the full "
+        "scan's own states and on the final samples",
     )
-    p.add_argument("--frontier-tolerances", default="0.03,0.01,0.003", help="with --frontier")
-    p.add_argument("--frontier-k-max", default="6000,3000,1500,750", help="with --frontier")
+    p.add_argument("--seeds", default="0,1", help="with --frontier: seeds (samples pool over them)")
+    p.add_argument("--frontier-tolerances", default="0.03,0.01", help="with --frontier: adaptive")
+    p.add_argument("--frontier-k-max", default="6000,3000,1500", help="with --frontier: schedule")
+    p.add_argument("--frontier-local-k-max", default="12000,6000,3000",
+                   help="with --frontier: local subset k_max values")
     add_method_args(p)
     add_shard_args(p)
 
 
 def check_bench_args(args) -> dict:
     """Every bench argument, checked before anything loads, on every path; returns the parsed lists
-    {"methods", "sizes", "tolerances", "k_maxes"}."""
+    {"methods", "sizes", "tolerances", "k_maxes", "local_k", "seeds"}."""
     from ..run.bench import check_methods
 
     if args.frontier and args.shard:
@@ -61,7 +66,13 @@ def check_bench_args(args) -> dict:
     sizes = number_list(args.sizes, "--sizes", int)
     tolerances = number_list(args.frontier_tolerances, "--frontier-tolerances")
     k_maxes = number_list(args.frontier_k_max, "--frontier-k-max", int)
+    local_k = number_list(args.frontier_local_k_max, "--frontier-local-k-max", int)
+    seeds = number_list(args.seeds, "--seeds", int)
     if args.frontier:
+        if not seeds or min(seeds) < 0 or len(set(seeds)) < len(seeds):
+            raise ValueError("--seeds must be distinct whole numbers >= 0 such as 0,1.")
+        if not local_k or min(local_k) < 1:
+            raise ValueError("--frontier-local-k-max must be positive whole numbers such as 6000.")
         if not tolerances or not all(0 < t < float("inf") for t in tolerances):
             raise ValueError("--frontier-tolerances must be positive numbers such as 0.03,0.01.")
         if not k_maxes or min(k_maxes) < 1:
@@ -69,13 +80,14 @@ def check_bench_args(args) -> dict:
     if sizes and min(sizes) < 1:
         raise ValueError(f"--sizes '{args.sizes}' must be positive whole numbers.")
     check_args(args, methods, "--json", args.json)
-    return dict(methods=methods, sizes=sizes, tolerances=tolerances, k_maxes=k_maxes)
+    return dict(methods=methods, sizes=sizes, tolerances=tolerances, k_maxes=k_maxes,
+                local_k=local_k, seeds=seeds)
 
 
 def cmd_bench(args) -> int:
     parsed = check_bench_args(args)
     if args.frontier:
-        return bench_frontier(args, parsed["tolerances"], parsed["k_maxes"])
+        return bench_frontier(args, parsed)
     if args.shard:
         return bench_sharded(args, parsed["methods"])
     return bench_compare(args, parsed["methods"], parsed["sizes"])
@@ -128,7 +140,7 @@ def bench_compare(args, methods: list[str], sizes: list[int]) -> int:
     return 0
 
 
-def bench_frontier(args, tolerances: list[float], k_maxes: list[int]) -> int:
+def bench_frontier(args, parsed: dict) -> int:
     """bench --frontier: run.frontier, printed and optionally saved as JSON."""
     import torch
 
@@ -140,12 +152,13 @@ def bench_frontier(args, tolerances: list[float], k_maxes: list[int]) -> int:
     progress = labelled_progress(args.steps, width=24)
     with torch.inference_mode():
         js = frontier(
-            ds, tolerances, k_maxes, args.steps, args.n, args.seed, method_params(args), device,
-            progress,
+            ds, parsed["tolerances"], parsed["k_maxes"], args.steps, args.n, parsed["seeds"],
+            method_params(args), device, progress, local_k_maxes=parsed["local_k"],
         )
     sys.stderr.write("\n")
     js["meta"] = run_meta(ds, args, device)
-    print(f"{ds.name}: N={ds.N}, {args.n} samples x {args.steps} steps, {js['meta']['device']}")
+    print(f"{ds.name}: N={ds.N}, {args.n} samples x {args.steps} steps per seed, "
+          f"{js['meta']['device']}")
     print(format_frontier(js))
     save_json(args.json, js)
     return 0

@@ -4,19 +4,30 @@ GoldDiff (Shang et al. 2026) ranks images by one global distance but aggregates 
 PCA-locality posterior per output pixel (Lukoianov et al. 2025), whose support is the images that
 are close on that pixel's neighbourhood, not on the whole image. This subset is built to match:
 
+0. flat: while the SNR abar / (1 - abar) is below FLAT_SNR the posterior of every pixel spreads
+   over thousands of images, and a uniform sample of k_max // FLAT_PER_K images is as faithful
+   as any screen (GoldDiff's random pool does the same there); steps 1-3 are skipped.
 1. screen: the proxy grid (low_res x low_res per channel) is cut into PATCHES x PATCHES patches;
    for each patch p every image gets its plain proxy distance on that patch,
-   ||q_p - sqrt(abar) P_p x_i||^2, and the top r of each patch are kept. The head R is the union
-   over patches (sample by sample).
-2. tail: m images drawn uniformly without replacement from the complement of R, each with the log
-   weight log((N - |R|) / m), so that the images no patch found still count in every pixel's
+   ||q_p - sqrt(abar) P_p x_i||^2, and the r1 nearest of each patch are kept. Their union is the
+   sample's candidate pool C (a few thousand images).
+2. refine: at anchor pixels a (every ANCHOR_STRIDE-th pixel in each direction, every channel),
+   each candidate gets the masked distance of that pixel's own posterior,
+   sum_n M_t[n, a] (x_t,n - sqrt(abar) x_i,n)^2, the exact logit of the PCA-locality softmax at
+   a up to its scale; the r2 nearest of each anchor form the head R. This is where the subset
+   follows the neighbourhoods: images that fit one region well but the whole image poorly.
+3. tail: m images drawn uniformly without replacement from the complement of R, each with the log
+   weight log((N - |R|) / m), so that the images no screen found still count in every pixel's
    softmax (an importance-weighted uniform tail, in the spirit of Niedoba et al. 2024). At high
    noise, where the per-pixel posteriors are flat over thousands of images, the tail is what
    carries the estimate; at low noise the head holds nearly all of the mass.
-3. aggregate: the exact per-pixel softmax over R and the tail with those offsets, through the one
-   kernel (`Corpus.posterior`), so in one process and out of core the same code runs.
+4. aggregate: the exact per-pixel softmax over R and the tail with those offsets, through the one
+   kernel (`Corpus.posterior`).
 
-Sizes follow k_max: r = k_max // HEAD_PER_K per patch and m = k_max // TAIL_PER_K.
+In one process, out of core and over a sharded corpus (`--shard corpus`) the same code runs: each
+rank scores the rows it holds and `nearest_r` keeps the global nearest with one tie rule (lowest
+dataset index), so the ranks pick what one process picks; the kernel merges the ranks' sums.
+Sizes follow k_max (`local_sizes`).
 """
 
 from __future__ import annotations
@@ -26,17 +37,24 @@ import time
 
 import torch
 
+from ..core.comm import Comm, pack_dtype
 from .output import DenoiseOutput
 from .streams import DRAWS, SampleStreams
 
 PATCHES = 2  # patches per side of the proxy grid (2: the four quadrants)
-HEAD_PER_K = 20  # r = k_max // HEAD_PER_K images per patch
+ANCHOR_STRIDE = 4  # an anchor pixel every 4 pixels in each direction (7 x 7 on 28 x 28)
+POOL_PER_K = 4  # r1 = k_max // POOL_PER_K candidates per patch
+HEAD_PER_K = 150  # r2 = k_max // HEAD_PER_K head images per anchor
 TAIL_PER_K = 10  # m = k_max // TAIL_PER_K uniform tail images
+FLAT_SNR = 0.02  # below this SNR (t >= 666 on the 10-step grid) the posterior is flat: no screen
+FLAT_PER_K = 4  # ... and the subset is k_max // FLAT_PER_K images drawn uniformly
 
 
-def local_sizes(k_max: int, N: int) -> tuple[int, int]:
-    """(r, m): images kept per patch and uniform tail size, for this k_max and N images."""
-    return min(N, max(1, k_max // HEAD_PER_K)), max(0, k_max // TAIL_PER_K)
+def local_sizes(k_max: int, N: int) -> tuple[int, int, int]:
+    """(r1, r2, m): candidates per patch, head images per anchor and uniform tail size, for this
+    k_max and N images (at k_max 6000: 1500, 40, 600)."""
+    r1 = min(N, max(1, k_max // POOL_PER_K))
+    return r1, min(r1, max(1, k_max // HEAD_PER_K)), max(0, k_max // TAIL_PER_K)
 
 
 def patch_slices(C: int, side: int, patches: int = PATCHES) -> list[torch.Tensor]:
@@ -53,24 +71,108 @@ def patch_slices(C: int, side: int, patches: int = PATCHES) -> list[torch.Tensor
     ]
 
 
-def patch_head(
-    q: torch.Tensor, P: torch.Tensor, scale: float, slices: list[torch.Tensor], r: int
-) -> list[torch.Tensor]:
-    """The head R of each sample: the union over patches of the r images nearest on that patch.
+def patch_proxies(P: torch.Tensor, slices: list[torch.Tensor]) -> list[tuple[torch.Tensor, ...]]:
+    """Per patch: (its proxy columns (N, |p|) float32 contiguous, their squared norms (N,)),
+    cut once per proxy table and set of patches (`_PATCHES`) rather than at every step."""
+    key = (id(P), tuple(tuple(sl.tolist()) for sl in slices))
+    if key not in _PATCHES:
+        while len(_PATCHES) >= _PATCH_TABLES:
+            _PATCHES.pop(next(iter(_PATCHES)))
+        cut = [P[:, sl.to(P.device)].float().contiguous() for sl in slices]
+        _PATCHES[key] = (P, [(Pp, Pp.square().sum(1)) for Pp in cut])  # P held: its id stays
+    return _PATCHES[key][1]
 
-    q: (B, d) proxy queries; P: (N, d) proxies; slices: flat proxy indices of each patch.
-    Distance on patch p: ||q_p||^2 - 2 scale <q_p, P_p,i> + scale^2 ||P_p,i||^2 (the ||q_p||^2
-    term is the same for every image and left out). Returns B sorted index tensors.
+
+_PATCHES: dict = {}  # (id of a proxy table, patches) -> (the table, its patch cuts)
+_PATCH_TABLES = 2  # tables kept (each cut costs as much memory as its table)
+
+
+def patch_pool(
+    q: torch.Tensor,
+    P: torch.Tensor,
+    scale: float,
+    slices: list[torch.Tensor],
+    r: int,
+    comm: Comm | None = None,
+    offset: int = 0,
+    total: int | None = None,
+) -> list[torch.Tensor]:
+    """Each sample's candidate pool C: the union over patches of the r images nearest on that
+    patch (step 1).
+
+    q: (B, d) proxy queries; P: (N, d) proxies, rows offset .. offset + N of `total` images
+    (a shard of the corpus under `--shard corpus`, whose ranks' candidates `comm` gathers);
+    slices: flat proxy indices of each patch. Distance on patch p: ||q_p||^2 - 2 scale
+    <q_p, P_p,i> + scale^2 ||P_p,i||^2 (the ||q_p||^2 term is the same for every image and left
+    out). Returns B sorted tensors of dataset indices.
     """
-    r = min(r, P.shape[0])
+    comm = comm or Comm()
+    total = P.shape[0] if total is None else total
+    cols = torch.arange(P.shape[0], device=P.device) + offset
     found = []
-    for sl in slices:
-        Pp = P[:, sl.to(P.device)].float()  # (N, |p|)
+    for sl, (Pp, sq) in zip(slices, patch_proxies(P, slices)):  # Pp: (N, |p|)
         qp = q[:, sl.to(q.device)].float()  # (B, |p|)
-        part = (scale * scale) * Pp.square().sum(1)[None, :] - 2.0 * scale * (qp @ Pp.T)  # (B, N)
-        found.append(torch.topk(part, r, dim=1, largest=False).indices)  # (B, r)
+        part = (scale * scale) * sq[None, :] - 2.0 * scale * (qp @ Pp.T)  # (B, N)
+        found.append(nearest_r(comm, part, cols, min(r, total), total))  # (B, r)
     allp = torch.cat(found, dim=1)  # (B, |slices| r)
     return [torch.unique(row) for row in allp]
+
+
+def anchor_pixels(shape: tuple[int, int, int], stride: int = ANCHOR_STRIDE) -> torch.Tensor:
+    """Flat indices (channel-major C x H x W) of the anchor pixels: every `stride`-th row and
+    column, starting stride // 2 in (at least one per side), in every channel."""
+    C, H, W = shape
+    rows = torch.arange(min(stride // 2, H - 1), H, stride)
+    cols = torch.arange(min(stride // 2, W - 1), W, stride)
+    grid = (rows[:, None] * W + cols[None, :]).reshape(-1)  # (A_c,)
+    return torch.cat([grid + ch * H * W for ch in range(C)])
+
+
+def anchor_head(
+    corpus, x_t: torch.Tensor, scale: float, pool: torch.Tensor, M_a: torch.Tensor, r: int
+) -> torch.Tensor:
+    """One sample's head R (step 2): the union over anchors a of the r candidates of `pool` with
+    the smallest masked distance sum_n M_a[n, a] (x_t,n - scale x_i,n)^2. x_t: (D,); pool: (c,)
+    sorted dataset indices; M_a: (D, A) the mask's anchor columns. Over a sharded corpus each
+    rank scores the candidates it holds."""
+    local = pool - corpus.offset
+    mine = (local >= 0) & (local < corpus.N)
+    X = corpus.rows(local[mine])  # (c_r, D)
+    d = (x_t[None, :] - scale * X).square() @ M_a  # (c_r, A)
+    r = min(r, pool.shape[0])
+    near = nearest_r(corpus.comm, d.T.contiguous(), pool[mine], r, corpus.total)  # (A, r)
+    return torch.unique(near)
+
+
+def smallest_r(v: torch.Tensor, r: int) -> torch.Tensor:
+    """(B, r) column positions of the r smallest values of each row of v (B, n), ascending; ties
+    at the r-th value go to the lowest columns, so the choice does not depend on how topk orders
+    equal values (digits' integer pixels tie often) or on how the corpus is split."""
+    if r == 0:
+        return torch.zeros(v.shape[0], 0, dtype=torch.long, device=v.device)
+    thr = v.topk(r, dim=1, largest=False).values[:, -1:]  # (B, 1) the r-th smallest
+    below = v < thr
+    eq = v == thr
+    pick = below | (eq & (eq.cumsum(1) <= r - below.sum(1, keepdim=True)))  # r per row
+    return pick.nonzero()[:, 1].view(v.shape[0], r)
+
+
+def nearest_r(comm: Comm, d: torch.Tensor, idx: torch.Tensor, r: int, total: int) -> torch.Tensor:
+    """(B, r) dataset indices of the r smallest distances over every rank's columns. d: (B, n)
+    this rank's columns; idx: (n,) their dataset indices (of `total`), ascending, and below every
+    index a later rank holds; r: at most the number of columns of all ranks together. Each rank
+    keeps its own nearest (`smallest_r`); the gathered candidates, in rank order, are in ascending
+    index order, so the same tie rule over them gives what one process picks."""
+    cols = smallest_r(d, min(r, d.shape[1]))  # (B, r_n)
+    if comm.world == 1:
+        return idx[cols]
+    B = d.shape[0]
+    pack = torch.full((B, r, 2), torch.inf, dtype=pack_dtype(total), device=d.device)
+    pack[:, : cols.shape[1], 0] = d.gather(1, cols).to(pack.dtype)
+    pack[:, : cols.shape[1], 1] = idx[cols].to(pack.dtype)
+    every = comm.all_gather(pack).permute(1, 0, 2, 3).reshape(B, -1, 2)  # (B, R r, 2)
+    best = smallest_r(every[..., 0], r)  # (B, r)
+    return every[..., 1].gather(1, best).long()
 
 
 def uniform_tail(
@@ -91,51 +193,50 @@ def uniform_tail(
 
 
 def local_subset(
-    q: torch.Tensor,
-    P: torch.Tensor,
-    scale: float,
-    shape: tuple[int, int, int],
-    low_res: int,
-    k_max: int,
-    generators: list[torch.Generator | None],
-) -> tuple[list[torch.Tensor], list[torch.Tensor], list[int]]:
-    """Each sample's golden subset: (rows, offsets, head sizes). rows[b] (k_b,) dataset indices,
-    head first then tail; offsets[b] (k_b,) per-image log weights (0 on the head). q: (B, d)
-    proxy queries; P: (N, d) proxies of all N images; scale = sqrt(abar)."""
-    C, N = shape[0], P.shape[0]
-    r, m = local_sizes(k_max, N)
-    heads = patch_head(q, P, scale, patch_slices(C, low_res), r)
+    den, x_t: torch.Tensor, abar: float, M: torch.Tensor, generators: list[torch.Generator | None]
+) -> tuple[list[torch.Tensor], list[torch.Tensor], list[int], list[int]]:
+    """Each sample's golden subset (steps 1-3): (rows, offsets, pool sizes, head sizes). rows[b]
+    (k_b,) dataset indices, head first then tail; offsets[b] (k_b,) per-image log weights (0 on
+    the head). x_t: (B, D); M: (D, D) the PCA-locality mask M_t. Every rank draws the same tail
+    from the same generators."""
+    corpus, p = den.corpus, den.params
+    N, scale = corpus.total, math.sqrt(abar)
+    if abar / (1.0 - abar) < FLAT_SNR:  # step 0: a flat posterior, a uniform sample of it
+        none = torch.zeros(0, dtype=torch.long, device=x_t.device)
+        draws = [uniform_tail(N, none, den.k_max // FLAT_PER_K, g) for g in generators]
+        rows = [d for d, _ in draws]
+        offsets = [torch.full((d.shape[0],), w, device=x_t.device) for d, w in draws]
+        return rows, offsets, [0] * len(rows), [0] * len(rows)
+    index = corpus.proxy(p.low_res, p.backend, p.nlist)
+    r1, r2, m = local_sizes(den.k_max, N)
+    slices = patch_slices(corpus.shape[0], p.low_res)
+    pools = patch_pool(index.query(x_t), index.P, scale, slices, r1, corpus.comm, corpus.offset, N)
+    M_a = M[:, anchor_pixels(corpus.shape).to(M.device)].to(x_t.dtype)  # (D, A)
     rows, offsets, sizes = [], [], []
-    for b, head in enumerate(heads):
+    for b, pool in enumerate(pools):
+        head = anchor_head(corpus, x_t[b], scale, pool, M_a, r2)
         tail, w = uniform_tail(N, head, m, generators[b])
         rows.append(torch.cat([head, tail]))
-        off = torch.zeros(rows[-1].shape[0], device=q.device)
+        off = torch.zeros(rows[-1].shape[0], device=x_t.device)
         off[head.shape[0] :] = w
         offsets.append(off)
         sizes.append(int(head.shape[0]))
-    return rows, offsets, sizes
+    return rows, offsets, [int(c.shape[0]) for c in pools], sizes
 
 
 def local_denoise(den, x_t: torch.Tensor, t: int, abar: float, generator) -> DenoiseOutput:
-    """One step of GoldDiffDenoiser `den` with subset="local": screen (`local_subset`), then the
-    exact per-pixel softmax over each sample's rows with their log weights (`Corpus.posterior`)."""
-    corpus, p = den.corpus, den.params
-    if corpus.sharded:
-        raise ValueError(
-            "subset='local' does not run under --shard corpus yet; use --shard samples or "
-            "subset='schedule'."
-        )
+    """One step of GoldDiffDenoiser `den` with subset="local": screen and refine
+    (`local_subset`), then the exact per-pixel softmax over each sample's rows with their log
+    weights (`Corpus.posterior`)."""
+    corpus = den.corpus
     M = den.mask(t, abar)
-    index = corpus.proxy(p.low_res, p.backend, p.nlist)
     t0 = time.perf_counter()
     gens = (
         generator.generators(DRAWS, t)
         if isinstance(generator, SampleStreams)
         else [generator] * x_t.shape[0]
     )
-    rows, offs, heads = local_subset(
-        index.query(x_t), index.P, math.sqrt(abar), corpus.shape, p.low_res, den.k_max, gens
-    )
+    rows, offs, pools, _ = local_subset(den, x_t, abar, M, gens)
     _sync(den.device)
     t1 = time.perf_counter()
     acc = corpus.posterior(x_t, M, abar, den.temperature, subset=rows, offsets=offs)
@@ -151,7 +252,7 @@ def local_denoise(den, x_t: torch.Tensor, t: int, abar: float, generator) -> Den
         pixel_entropy=acc.entropy(),
         subset=subset,
         subset_offset=offset,
-        m_t=corpus.total,
+        m_t=int(round(sum(pools) / len(pools))),
         k_t=int(round(float(k_b.float().mean()))),
         k_b=k_b,
         timings={"screen": t1 - t0, "select": 0.0, "aggregate": t2 - t1},
