@@ -195,7 +195,8 @@ def uniform_tail(
 def local_subset(
     den, x_t: torch.Tensor, abar: float, M: torch.Tensor, generators: list[torch.Generator | None]
 ) -> tuple[list[torch.Tensor], list[torch.Tensor], list[int], list[int]]:
-    """Each sample's golden subset (steps 1-3): (rows, offsets, pool sizes, head sizes). rows[b]
+    """Each sample's golden subset (steps 0-3): (rows, offsets, pool sizes, head sizes; on a flat
+    step the pool is the uniform draw and the head is empty). rows[b]
     (k_b,) dataset indices, head first then tail; offsets[b] (k_b,) per-image log weights (0 on
     the head). x_t: (B, D); M: (D, D) the PCA-locality mask M_t. Every rank draws the same tail
     from the same generators."""
@@ -206,7 +207,7 @@ def local_subset(
         draws = [uniform_tail(N, none, den.k_max // FLAT_PER_K, g) for g in generators]
         rows = [d for d, _ in draws]
         offsets = [torch.full((d.shape[0],), w, device=x_t.device) for d, w in draws]
-        return rows, offsets, [0] * len(rows), [0] * len(rows)
+        return rows, offsets, [int(r.shape[0]) for r in rows], [0] * len(rows)  # pool = draw
     index = corpus.proxy(p.low_res, p.backend, p.nlist)
     r1, r2, m = local_sizes(den.k_max, N)
     slices = patch_slices(corpus.shape[0], p.low_res)

@@ -23,6 +23,9 @@ _SPEED = {
 }
 
 
+_SYMBOLS = {"schedule": "square", "adaptive": "diamond", "local": "circle", "closed form": "x"}
+
+
 def _mode(p: dict) -> str:
     return p.get("subset") or "closed form"
 
@@ -42,11 +45,10 @@ def frontier_figure(js: dict, key: str = "cpu_total_speedup") -> go.Figure:
             go.Scatter(
                 x=[p[key] for p in pts],
                 y=[p["onestep_r2_min"] for p in pts],
-                mode="markers+text",
+                mode="markers",  # the labels crowd each other: they are in the hover
                 name=mode,
                 text=[p["label"] for p in pts],
-                textposition="top center",
-                marker=dict(color=color, size=10),
+                marker=dict(color=color, size=10, symbol=_SYMBOLS.get(mode, "circle")),
                 error_y=dict(
                     type="data",
                     symmetric=False,
@@ -73,8 +75,9 @@ def frontier_figure(js: dict, key: str = "cpu_total_speedup") -> go.Figure:
     fig.update_xaxes(
         type="log",
         title_text=f"speedup vs the full scan ({js['reference']}), {_SPEED[key]}",
-        tickvals=[0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500],
-        ticktext=["0.5x", "1x", "2x", "5x", "10x", "20x", "50x", "100x", "200x", "500x"],
+        tickvals=[0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000],
+        ticktext=["0.5x", "1x", "2x", "5x", "10x", "20x", "50x", "100x", "200x", "500x", "1000x",
+                  "2000x", "5000x", "10000x"],
     )
     fig.update_yaxes(title_text="one-step r² at the full scan's states, worst step")
     fig.update_layout(
