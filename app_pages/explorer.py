@@ -82,8 +82,6 @@ def scenarios() -> None:
                 sc.title, key=f"ex_scenario_{i}", on_click=apply_scenario, args=(i,),
                 width="stretch",
             )
-    if (i := st.session_state.get("ex_scenario")) is not None:
-        st.info(f"**{SCENARIOS[i].title}.** {SCENARIOS[i].text}")
 
 
 def run_button(cfg: Config) -> bool:
@@ -195,4 +193,6 @@ if res.key != cfg:
         f"The results below are from the previous settings ({res.key.describe()}); "
         "press Run to recompute with the current ones."
     )
+if (i := st.session_state.get("ex_scenario")) is not None and res.key == cfg:
+    st.info(f"**{SCENARIOS[i].title}.** {SCENARIOS[i].text(res.value.traj)}")  # this run's numbers
 views()

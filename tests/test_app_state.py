@@ -76,6 +76,9 @@ def test_the_random_pool_scenario_sets_the_sidebar_and_shows_the_miss():
     # the caption's claims, read off the run itself: one image, and the subset missed it
     rec = next(r for r in explorer_traj(at).records if r.t == 222)
     assert rec.perplexity[0] < 1.5 and rec.captured_mass[0] < 0.05
+    # and the story's numbers are this run's, not a copy of one seed's
+    story = next(i.value for i in at.info if "random pool misses" in i.value.lower())
+    assert f"W_S is {float(rec.captured_mass[0]):.3f}" in story and "t = 222" in story
     at.button(key="ex_scenario_2").click().run()  # pool auto fixes it
     assert at.session_state["cfg"].params["pool"] == "auto"
     rec = next(r for r in explorer_traj(at).records if r.t == 222)
@@ -165,3 +168,19 @@ def test_a_stopped_comparison_or_teleport_is_announced():
         at.session_state[flag] = "run"
         at.run()
         assert any("was stopped before it finished" in w.value for w in at.warning), name
+
+
+def test_every_scenario_story_reads_its_numbers_off_the_run():
+    """Each story runs on a finished run of its settings (digits here, to be quick) and quotes
+    that run's perplexity at its first step, not a number written into the text."""
+    import golddiff
+    from golddiff.explore.scenarios import SCENARIOS
+
+    data = golddiff.load_dataset("digits")
+    for sc in SCENARIOS:
+        den = golddiff.make_denoiser(sc.settings["method"], data, **sc.params)
+        traj = golddiff.sample(den, steps=sc.settings["steps"], n=2, seed=sc.settings["seed"])
+        text = sc.text(traj)
+        assert text and "nan" not in text, sc.title
+        if sc.title in ("The posterior concentrates", "The Gaussian regime"):
+            assert f"{float(traj.records[0].perplexity[0]):,.0f}" in text, sc.title

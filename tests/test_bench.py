@@ -74,7 +74,7 @@ def test_bench_json_round_trips_and_pca_matches_itself(digits_bench):
     pca = js["methods"]["pca"]
     assert pca["speedup"] == pytest.approx(1.0)
     assert pca["final_r2"] == pytest.approx(1.0) and pca["final_mse"] == pytest.approx(0.0)
-    assert pca["onestep_r2"] == [1.0] * 4
+    assert pca["onestep_r2"] == pytest.approx([1.0] * 4, abs=1e-6)  # measured at its own states
     for m, r in js["methods"].items():
         assert set(r["phase_ms"]) == {"screen", "select", "aggregate"}
         assert len(r["step_ms"]) == 4 and len(r["onestep_r2"]) == 4
