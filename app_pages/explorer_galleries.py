@@ -10,6 +10,7 @@ from app_pages.explorer_views import sources_cached
 from app_pages.resources import get_dataset
 from app_pages.widgets import chart_config
 from golddiff.explore import figures, lessons, source_figures
+from golddiff.explore import galleries as image_views
 
 
 @st.cache_resource(show_spinner=False, max_entries=64)
@@ -23,36 +24,37 @@ def galleries(cfg, traj, step: int, sample: int, data) -> None:
     rec = traj.records[step]
     kind = "subset" if rec.subset_idx is not None else ("sources" if rec.method == "pca" else None)
     left, right = st.columns([1, 2]) if kind else (st.container(), None)
-    left.subheader(f"Exact posterior: top {figures.top_count(rec, sample)}")
+    left.subheader(f"Exact posterior: top {image_views.top_count(rec, sample)}")
     left.plotly_chart(
-        figures.global_top_gallery(traj, step, sample, data.images),
+        image_views.global_top_gallery(traj, step, sample, data.images),
         key="ex_top", config=chart_config(f"posterior_top_t{rec.t}"),
     )
-    left.caption(figures.top_caption(traj, step, sample))
+    left.caption(image_views.top_caption(traj, step, sample))
     if kind is None:
         return
     src = sources_cached(cfg, step, sample, traj)
     share = {} if src is None else dict(zip(src.images.tolist(), src.share.tolist()))
     if kind == "subset":
         idx, w = subset_cached(cfg, step, sample, traj)
-        n = min(figures.GALLERY_SIZE, len(idx))
+        n = min(image_views.GALLERY_SIZE, len(idx))
         right.subheader(f"Golden subset $S_t$: top {n} of its {len(idx):,} images")
-        right.plotly_chart(figures.subset_gallery(idx, w, data.images, share),
+        right.plotly_chart(image_views.subset_gallery(idx, w, data.images, share),
                            key="ex_subset", config=chart_config(f"subset_t{rec.t}"))
-        right.caption(figures.subset_caption(rec, sample, w))
+        right.caption(image_views.subset_caption(rec, sample, w))
         return
     if src is None or len(src.images) == 0:
         right.caption("No image holds more than half of any pixel's weight at this step.")
         return
-    ids = src.images[: figures.GALLERY_SIZE]
+    ids = src.images[: image_views.GALLERY_SIZE]
     right.subheader(f"Pixel sources: the {len(ids)} images holding the most pixels")
     w = lessons.global_weights(data, traj, step, sample, ids, cfg.device)
     right.plotly_chart(
-        figures.subset_gallery(ids, w, data.images, share),
+        image_views.subset_gallery(ids, w, data.images, share),
         key="ex_subset", config=chart_config(f"sources_t{rec.t}"),
     )
-    right.caption(figures.sources_caption(rec, sample, src.images, src.share,
-                                          figures.GALLERY_SIZE))
+    right.caption(
+        image_views.sources_caption(rec, sample, src.images, src.share, image_views.GALLERY_SIZE)
+    )
 
 
 def pixel_sources(cfg, traj, step: int, sample: int, data) -> None:

@@ -10,7 +10,7 @@ from app_pages.downloads import Download, offer
 from app_pages.resources import get_dataset, train_scale_cached
 from app_pages.widgets import chart_config
 from golddiff import LABELS
-from golddiff.explore import figures, lessons, subset_figures, takeaway
+from golddiff.explore import figures, galleries, lessons, subset_figures, takeaway
 
 STICKY = """<style>
 div[data-testid="stLayoutWrapper"]:has(> .st-key-ex_controls) {position: sticky; top: 3.75rem;
@@ -59,7 +59,7 @@ def screen(cfg, traj, step: int, sample: int) -> None:
         config=chart_config("support_vs_snr"), **select,
     )
     right.plotly_chart(
-        figures.step_images(traj, step, sample, spread_cached(cfg, step, sample, traj)),
+        galleries.step_images(traj, step, sample, spread_cached(cfg, step, sample, traj)),
         key="ex_images",
         config=chart_config(f"step_t{traj.records[step].t}"),
         theme=None,  # keep the figure's own colour scales (the theme recolours the spread map)
@@ -158,7 +158,7 @@ def numbers(traj, step: int, sample: int) -> None:
         "is 1.",
     )
     st.caption(numbers_caption(rec, sample))
-    if warning := figures.miss_warning(traj, step, sample):
+    if warning := galleries.miss_warning(traj, step, sample):
         st.warning(warning, icon=":material/report:")
 
 
@@ -188,7 +188,7 @@ def memorization(res, sample: int, data) -> None:
     scale = train_scale_cached(res.cfg.dataset)
     left, right = st.columns([2, 3], vertical_alignment="center")
     left.plotly_chart(
-        figures.gallery(
+        galleries.gallery(
             [res.traj.samples[sample], data.images[i].numpy()],
             ["final sample", f"nearest training image #{i}"],
             ["final sample", f"training image #{i}"],

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import golddiff
-from golddiff.explore import figures, lessons
+from golddiff.explore import figures, galleries, lessons
 from golddiff import DenoiserParams, make_denoiser
 
 
@@ -79,7 +79,7 @@ def test_support_without_subset_has_no_budgets(runs):
 
 def test_step_images(runs):
     traj = runs["golddiff"]
-    fig = figures.step_images(traj, 2, 0)
+    fig = galleries.step_images(traj, 2, 0)
     assert len(fig.data) == 3
     xt, x0, H = fig.data
     assert np.allclose(np.asarray(xt.z), traj.records[2].x_t[0, 0])
@@ -87,7 +87,7 @@ def test_step_images(runs):
     assert H.showscale is not False and H.zmin == 0
     # one colour scale for every step of the sample
     assert H.zmax == pytest.approx(max(float(r.pixel_entropy[0].max()) for r in traj.records))
-    assert len(figures.step_images(runs["wiener"], 2, 0).data) == 2  # no per-pixel posterior
+    assert len(galleries.step_images(runs["wiener"], 2, 0).data) == 2  # no per-pixel posterior
 
 
 def test_subset_gallery_tiles(runs, digits):
@@ -97,7 +97,7 @@ def test_subset_gallery_tiles(runs, digits):
     assert set(idx) == set(traj.records[4].subset_idx[1])  # all of S_t
     assert lessons.subset_by_weight(digits, runs["optimal"], 4, 1, "cpu") is None
 
-    fig = figures.subset_gallery(idx, w, digits.images)
+    fig = galleries.subset_gallery(idx, w, digits.images)
     img, hover = fig.data
     z = np.asarray(img.z)
     H, W = digits.shape[1:]
@@ -109,10 +109,10 @@ def test_subset_gallery_tiles(runs, digits):
 
 def test_gallery_rgb_and_height():
     imgs = np.random.default_rng(0).uniform(-1, 1, (5, 3, 6, 6)).astype(np.float32)
-    fig = figures.gallery(imgs, [str(i) for i in range(5)], ncol=3)
+    fig = galleries.gallery(imgs, [str(i) for i in range(5)], ncol=3)
     assert fig.data[0].type == "image" and np.asarray(fig.data[0].z).shape[2] == 3
     assert len(fig.data) == 1 and len(fig.layout.annotations) == 5
-    one_row = figures.gallery(imgs[:3], [str(i) for i in range(3)], ncol=3)
+    one_row = galleries.gallery(imgs[:3], [str(i) for i in range(3)], ncol=3)
     assert fig.layout.height > one_row.layout.height  # a second row of images adds height
 
 

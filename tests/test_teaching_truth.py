@@ -12,7 +12,7 @@ import torch
 
 import golddiff
 from golddiff.core.schedule import NoiseSchedule
-from golddiff.explore import figures, how_figures, lesson_figures, lessons, takeaway
+from golddiff.explore import figures, galleries, how_figures, lesson_figures, lessons, takeaway
 from golddiff.explore.style import duration
 
 
@@ -57,11 +57,11 @@ def test_subset_gallery_ranks_s_t_by_the_exact_global_weight(run, digits):
             assert int(idx[0]) == int(np.asarray(rec.subset_idx[b])[np.argmax(w[rec.subset_idx[b]])])
     step = len(run.records) - 2
     idx, w = lessons.subset_by_weight(digits, run, step, 0, "cpu")
-    text = figures.subset_caption(run.records[step], 0, w)
+    text = galleries.subset_caption(run.records[step], 0, w)
     assert "ranked by their exact global weight" in text
     assert f"{w[:16].sum():.1%}" in text and f"{run.records[step].captured_mass[0]:.3f}" in text
     share = {int(idx[0]): 0.25}
-    fig = figures.subset_gallery(idx, w, digits.images, share)
+    fig = galleries.subset_gallery(idx, w, digits.images, share)
     notes = [a.text for a in fig.layout.annotations]
     assert len(notes) == 16 and notes[0].endswith("pixels 25.0%") and "pixels 0.0%" in notes[1]
 
@@ -86,7 +86,7 @@ def test_map_marks_the_exact_posteriors_top_image_on_one_colour_scale(run):
         top = next(t for t in fig.data if t.name.startswith("exact posterior's top images"))
         star = next(t for t in fig.data if t.name.startswith("exact posterior's top image "))
         assert int(top.customdata[0][0]) == int(rec.top_idx[0][0]) and star.marker.symbol == "star"
-        assert len(top.x) == figures.top_count(rec, 0, rec.top_idx.shape[1])
+        assert len(top.x) == galleries.top_count(rec, 0, rec.top_idx.shape[1])
         scales.add((top.marker.cmin, top.marker.cmax))
         text = figures.map_caption(FakeMap(), run, step, 0)
         assert "narrows" not in text and f"{rec.top_w[0][0]:.2g}" in text
@@ -119,21 +119,21 @@ def test_missed_marks_only_images_whose_weight_matters(run, digits):
     tr = missed_run(run)
     rec = tr.records[2]
     held = set(rec.subset_idx[0].tolist())
-    marks = figures.top_marks(rec, 0)
+    marks = galleries.top_marks(rec, 0)
     assert len(marks) == 4  # k_0.99 = 4 images are shown, not 8
     for i, w, m in zip(rec.top_idx[0], rec.top_w[0], marks):
         assert m == ("in S_t" if int(i) in held else "MISSED" if w > 1 / rec.k_t else "")
     assert marks[0] == "MISSED" and marks[3] != "MISSED"
-    notes = [a.text for a in figures.global_top_gallery(tr, 2, 0, digits.images).layout.annotations]
+    notes = [a.text for a in galleries.global_top_gallery(tr, 2, 0, digits.images).layout.annotations]
     assert len(notes) == 4 and "MISSED" in notes[0]
-    text = figures.miss_warning(tr, 2, 0)
+    text = galleries.miss_warning(tr, 2, 0)
     assert text and "auto" in text and "0.010" in text
-    assert figures.miss_warning(tr, 2, 1) is None  # W_S 0.99 for sample 2
+    assert galleries.miss_warning(tr, 2, 1) is None  # W_S 0.99 for sample 2
     wide = copy.deepcopy(tr)
     wide.records[2].perplexity = np.array([rec.k_t + 1.0] * 2)  # wider than S_t can hold
-    assert "MISSED" not in figures.top_marks(wide.records[2], 0)
-    assert figures.miss_warning(wide, 2, 0) is None
-    assert "No image is marked as missed" in figures.top_caption(wide, 2, 0)
+    assert "MISSED" not in galleries.top_marks(wide.records[2], 0)
+    assert galleries.miss_warning(wide, 2, 0) is None
+    assert "No image is marked as missed" in galleries.top_caption(wide, 2, 0)
 
 
 def test_pixel_sources_are_the_argmax_of_each_pixels_own_posterior(digits):

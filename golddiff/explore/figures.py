@@ -15,19 +15,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from ..run.records import LABELS
-from .galleries import (  # noqa: F401  (the image views, re-exported for the pages)
-    GALLERY_SIZE,
-    gallery,
-    global_top_gallery,
-    miss_warning,
-    step_images,
-    subset_caption,
-    subset_gallery,
-    sources_caption,
-    top_caption,
-    top_count,
-    top_marks,
-)
+from .galleries import top_count
 from .style import MARGIN, snr_axis
 
 _NOW = "#111111"  # the chosen step's marker
