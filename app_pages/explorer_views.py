@@ -147,7 +147,7 @@ def numbers(traj, step: int, sample: int) -> None:
             st.caption(f"This {rec.method} step uses no golden subset.")
         return
     m[4].metric("m_t (coarse pool)", fmt(rec.m_t, ","))
-    m[5].metric("k_t (golden subset)", fmt(rec.k_t, ","))
+    m[5].metric("k_t (golden subset)", fmt(galleries.subset_size(rec, sample), ","))
     m[6].metric(LABELS["captured_mass"], f"{rec.captured_mass[sample]:.3f}")
     m[7].metric(
         "recall",
@@ -200,8 +200,8 @@ def memorization(res, sample: int, data) -> None:
     )
     right.markdown(
         f"**Memorization check.** RMS pixel distance to the nearest training image: **{d:.3f}** "
-        f"(pixels in 0..1). Two different training images of {res.cfg.dataset} typically lie "
-        f"**{scale:.3f}** apart."
+        f"(pixels in 0..1). A training image of {res.cfg.dataset} typically lies "
+        f"**{scale:.3f}** from its nearest other training image."
     )
     right.caption(
         "A distance near 0 means the sample is a copy of a training image (the exact, "

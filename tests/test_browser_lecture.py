@@ -153,6 +153,7 @@ def test_the_tour_moves_the_step_and_lives_in_the_link(server, default_run):
 
 def test_the_pixel_source_map_says_what_the_data_say(server, default_run, tmp_path):
     from golddiff.explore import lessons
+    from golddiff.explore import source_figures as sf
 
     data, traj = default_run
     last = len(traj.records) - 1
@@ -166,8 +167,8 @@ def test_the_pixel_source_map_says_what_the_data_say(server, default_run, tmp_pa
         page.wait_for_selector(".st-key-ex_sources .js-plotly-plot", timeout=60_000)
         page.wait_for_timeout(800)
         text = page_text(page)
-        assert f"no image does ({src.shared:.0%} of the pixels)" in text
-        assert f"{len(src.images):,} images hold" in text
+        assert f"no image does ({sf._pct(src.shared)} of the pixels)" in text
+        assert f"{len(src.images):,} image" in text
         for i, share in zip(src.images[:3], src.share[:3]):
             assert f"#{int(i)}  {share:.1%}" in text  # the top sources with their shares
         page.screenshot(path=str(tmp_path / "sources.png"), full_page=False)

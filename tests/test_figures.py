@@ -165,4 +165,7 @@ def test_pixel_source_mosaic_colours_each_held_pixel_by_its_source(digits):
     assert len(notes) == min(6, len(src.images))
     assert all(f"#{int(i)}" in n and f"{s:.1%}" in n for n, i, s in zip(notes, src.images, src.share))
     text = sf.sources_caption(src, traj.records[3])
-    assert f"{src.shared:.0%} of the pixels" in text and f"{len(src.images):,} images" in text
+    assert f"{sf._pct(src.shared)} of the pixels" in text and f"{len(src.images):,} image" in text
+    # a share never rounds to 0% or 100% when it is neither
+    assert (sf._pct(0.001), sf._pct(0.999), sf._pct(0.0), sf._pct(0.5)) == (
+        "under 1%", "over 99%", "0%", "50%")

@@ -294,17 +294,23 @@ def subset_gallery(
     return gallery(np.asarray(images[idx]), caps, hover, lines=1 if share is None else 2)
 
 
+def subset_size(rec, sample: int) -> int | None:
+    """How many images this sample's golden subset holds: k_b[sample] where the size is per
+    sample (adaptive, local), else k_t (None: no subset)."""
+    return int(rec.k_b[sample]) if rec.k_b is not None else rec.k_t
+
+
 def subset_caption(rec, sample: int, w: np.ndarray, n: int = GALLERY_SIZE) -> str:
     """What the golden-subset gallery shows (S_t ranked by exact global weight w, (k,))."""
     shown = float(np.sum(np.asarray(w)[:n]))
     ws = float(rec.captured_mass[sample]) if rec.captured_mass is not None else float(np.sum(w))
     text = (
-        f"The {rec.k_t:,} images GoldDiff averaged at this step, **ranked by their exact global "
-        f"weight w** (the posterior over all N whole images); the {min(n, len(w))} shown hold "
-        f"{shown:.1%} of it and all of $S_t$ holds W_S = {ws:.3f}. **pixels**: the share of "
-        "pixels whose own (local) posterior gives the image more than half its weight. GoldDiff "
-        "builds $\\hat x_0$ pixel by pixel, so an image can lead by w and hold few pixels: see "
-        "*Where each pixel comes from*."
+        f"The {subset_size(rec, sample):,} images GoldDiff averaged at this step, **ranked by "
+        f"their exact global weight w** (the posterior over all N whole images); the "
+        f"{min(n, len(w))} shown hold {shown:.1%} of it and all of $S_t$ holds W_S = {ws:.3f}. "
+        "**pixels**: the share of pixels whose own (local) posterior gives the image more than "
+        "half its weight. GoldDiff builds $\\hat x_0$ pixel by pixel, so an image can lead by w "
+        "and hold few pixels: see *Where each pixel comes from*."
     )
     if ws < MISS_MASS and missed_floor(rec, sample) is not None:
         text += " Here $S_t$ missed the posterior, so even its first images have little weight."
@@ -344,12 +350,23 @@ def miss_warning(traj, step: int, sample: int) -> str | None:
         f"k_t = {rec.k_t:,}, yet $S_t$ holds "
         f"only W_S = {ws:.3f} of its weight"
         + (
-            f" ({len(lost)} of the exact posterior's top images are not in $S_t$, marked MISSED)"
+            f" ({len(lost)} of the exact posterior's top images "
+            f"{'is' if len(lost) == 1 else 'are'} not in $S_t$, marked MISSED)"
             if lost
             else ""
         )
-        + ". The random pool of m_t images did not contain the images the posterior chose, so "
-        "GoldDiff averaged the wrong ones. Try **pool = auto** in the method parameters (or the "
-        "*Pool auto fixes it* scenario): it screens all N images once the posterior is this "
-        "concentrated."
+        + (_LOCAL_MISS if traj.meta.get("params", {}).get("subset") == "local" else _POOL_MISS)
     )
+
+
+_POOL_MISS = (
+    ". The random pool of m_t images did not contain the images the posterior chose, so "
+    "GoldDiff averaged the wrong ones. Try **pool = auto** in the method parameters (or the "
+    "*Pool auto fixes it* scenario): it screens all N images once the posterior is this "
+    "concentrated."
+)
+_LOCAL_MISS = (
+    ". The local screen (nearest per quadrant in the proxy space, then per anchor pixel by that "
+    "pixel's masked distance) did not keep the images the posterior chose, so GoldDiff averaged "
+    "others. A larger **k_max** keeps more per quadrant and per anchor."
+)

@@ -70,22 +70,34 @@ def sources_gallery(src, images: np.ndarray, n: int = len(SOURCE_COLORS)) -> go.
     return gallery(np.asarray(images[ids]), caps, hover, ncol=3, width_px=330)
 
 
+def _pct(x: float) -> str:
+    """A share as a percentage that never rounds a non-zero share to 0% or a partial one to 100%."""
+    if 0 < x < 0.005:
+        return "under 1%"
+    if 0.995 < x < 1:
+        return "over 99%"
+    return f"{x:.0%}"
+
+
 def sources_caption(src, rec, n: int = len(SOURCE_COLORS)) -> str:
     """What the mosaic shows at this step, read off the sources."""
     held = 1.0 - src.shared
     shown = float(np.sum(src.share[:n]))
+    why = ("because they agree there (ties, such as an empty background)" if rec.snr >= 1.0
+           else "because the noise is high or because they agree there (ties, such as an empty "
+           "background)")
     text = (
         f"Each pixel of $\\hat x_0$ coloured by the training image that holds more than half of "
         f"that pixel's own (local) posterior weight at t = {rec.t}. Light grey: no image does "
-        f"({src.shared:.0%} of the pixels): many images still share the pixel, because the noise "
-        "is high or because they agree there (ties, such as an empty background)."
+        f"({_pct(src.shared)} of the pixels): many images still share the pixel, {why}."
     )
     if len(src.images) == 0:
         return text + " At this step no pixel has a single source yet."
+    k, c = len(src.images), min(n, len(src.images))
     text += (
-        f" {len(src.images):,} images hold the other {held:.0%}; the {min(n, len(src.images))} "
-        f"coloured ones hold {shown:.0%}"
-        + (", dark grey the rest." if len(src.images) > n else ".")
+        f" {k:,} image{'s' * (k != 1)} hold{'s' * (k == 1)} the other {_pct(held)}; the {c} "
+        f"coloured one{'s' * (c != 1)} hold{'s' * (c == 1)} {_pct(shown)}"
+        + (", dark grey the rest." if k > n else ".")
     )
     if rec.method == "optimal":
         return text + (" optimal has one posterior for the whole image, so every pixel has the "

@@ -61,7 +61,8 @@ def _pool(traj, b: int) -> Stop | None:
     if s is not None:
         r = traj.records[s]
         return Stop("The random pool misses", s, (
-            f"At t = {r.t} the posterior sits on about {float(r.perplexity[b]):.3g} images, "
+            f"At t = {r.t} the posterior sits on about {float(r.perplexity[b]):.3g} "
+            f"image{'' if f'{float(r.perplexity[b]):.3g}' == '1' else 's'}, "
             f"fewer than k_t = {r.k_t:,}, yet $S_t$ holds only W_S = "
             f"{float(r.captured_mass[b]):.3f} of its weight: the pool of m_t = {r.m_t:,} images "
             "did not draw them, so GoldDiff averages others here. Pool = auto screens all N "
