@@ -334,15 +334,19 @@ def missed(traj, step: int, sample: int, n: int = TOP_SIZE) -> list[int]:
     return [int(i) for i, m in zip(rec.top_idx[sample], marks) if m == "MISSED"]
 
 
+def subset_missed(rec, sample: int) -> bool:
+    """Whether the golden subset missed where the posterior went: W_S < MISS_MASS while the
+    posterior's perplexity is already below k_t (a subset of k_t could have held it all)."""
+    return (rec.captured_mass is not None and missed_floor(rec, sample) is not None
+            and float(rec.captured_mass[sample]) < MISS_MASS)
+
+
 def miss_warning(traj, step: int, sample: int) -> str | None:
-    """A sentence when the golden subset missed where the posterior went: W_S < MISS_MASS while
-    the posterior's perplexity is already below k_t (a subset of k_t could have held it all)."""
+    """A sentence when the golden subset missed the posterior (`subset_missed`)."""
     rec = traj.records[step]
-    if rec.captured_mass is None or missed_floor(rec, sample) is None:
+    if not subset_missed(rec, sample):
         return None
     ws, ppl = float(rec.captured_mass[sample]), float(rec.perplexity[sample])
-    if ws >= MISS_MASS:
-        return None
     lost = missed(traj, step, sample)
     return (
         f"**The golden subset missed the posterior.** At t = {rec.t} the exact posterior spreads "

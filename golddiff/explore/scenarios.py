@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
-import numpy as np
+from .galleries import missed, subset_missed
 
 
 @dataclass(frozen=True)
@@ -36,10 +36,8 @@ def _steps(ts) -> str:
 
 
 def _missed(traj, b: int) -> list[int]:
-    """Steps where sample b's posterior is narrower than k_t but S_t holds under 10% of it."""
-    return [int(r.t) for r in traj.records if r.captured_mass is not None
-            and r.k_t is not None and float(r.perplexity[b]) < r.k_t
-            and float(r.captured_mass[b]) < 0.1]
+    """The steps at which the Explorer warns that sample b's golden subset missed the posterior."""
+    return [int(r.t) for r in traj.records if subset_missed(r, b)]
 
 
 def _concentrates(traj, b: int) -> str:
@@ -56,14 +54,16 @@ def _concentrates(traj, b: int) -> str:
 
 def _pool_misses(traj, b: int) -> str:
     r = _at(traj, 222)
-    miss = _missed(traj, b)
+    marked = missed(traj, traj.records.index(r), b)
     p = float(r.perplexity[b])
     where = (f"sits on a single image (perplexity {p:.2f})" if p < 1.5
              else f"spreads over about {p:.0f} images (perplexity)")
     return (f"At t = {r.t} the exact posterior of sample {b + 1} {where}, but the random pool of "
             f"m_t images did not draw them: W_S is {float(r.captured_mass[b]):.3f}"
-            + (" and the exact top image is marked MISSED" if r.t in miss else "")
-            + f". Over the run, S_t holds under 10% of a narrow posterior at t = {_steps(miss)}.")
+            + (" and the exact top image is marked MISSED" if int(r.top_idx[b, 0]) in marked
+               else "")
+            + f". Over the run, the subset misses a narrow posterior at t = "
+            f"{_steps(_missed(traj, b))}.")
 
 
 def _auto_fixes(traj, b: int) -> str:

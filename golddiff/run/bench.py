@@ -115,20 +115,26 @@ class _PeakMemory:
 # ----------------------------------------------------------------------------- compare
 
 
-def onestep_fidelity(method_den, ref: Trajectory, seed: int = 0) -> tuple[list, list]:
-    """Feed the reference trajectory's x_t to a method; per-step mean MSE and r^2 against the
-    reference x0. The one-step numbers of the bench and of the app's Compare page both come from
-    here."""
-    g = torch.Generator().manual_seed(seed)
+def onestep_samples(method_den, ref: Trajectory, generator) -> tuple[np.ndarray, np.ndarray]:
+    """Feed each state x_t of the reference trajectory to a method: (S, n) MSE and r^2 of its
+    x0_hat against the reference's there, per step and sample. generator: the random draws'
+    source (a torch.Generator, or the run's per-sample `SampleStreams`)."""
     mses, r2s = [], []
     dev = method_den.device
     for rec in ref.records:
         x = torch.from_numpy(rec.x_t.reshape(rec.x_t.shape[0], -1)).to(dev)
-        out = method_den.denoise(x, rec.t, generator=g)
+        out = method_den.denoise(x, rec.t, generator=generator)
         b = torch.from_numpy(rec.x0_hat.reshape(x.shape[0], -1)).to(dev)
-        mses.append(float(mse01(out.x0_hat, b).mean()))
-        r2s.append(float(r2(out.x0_hat, b).mean()))
-    return mses, r2s
+        mses.append(mse01(out.x0_hat, b).cpu().numpy())
+        r2s.append(r2(out.x0_hat, b).cpu().numpy())
+    return np.stack(mses), np.stack(r2s)
+
+
+def onestep_fidelity(method_den, ref: Trajectory, seed: int = 0) -> tuple[list, list]:
+    """Per-step mean MSE and r^2 of `onestep_samples`, draws from one generator seeded `seed`.
+    The one-step numbers of the bench and of the app's Compare page both come from here."""
+    mse, fid = onestep_samples(method_den, ref, torch.Generator().manual_seed(seed))
+    return [float(v) for v in mse.mean(1)], [float(v) for v in fid.mean(1)]
 
 
 def as_params(params: DenoiserParams | dict | None) -> DenoiserParams:

@@ -30,7 +30,7 @@ from ..core.summaries import r2
 from ..data.datasets import Dataset
 from ..denoise.methods import make_denoiser
 from ..denoise.streams import SampleStreams
-from .bench import REFERENCE, as_params
+from .bench import REFERENCE, as_params, onestep_samples
 from .sampler import Trajectory, sample
 
 TOLERANCES = (0.03, 0.01)
@@ -67,20 +67,6 @@ def timed_run(den, steps: int, n: int, seed: int, callback) -> tuple[Trajectory,
     c0, w0 = time.process_time(), time.perf_counter()
     traj = sample(den, steps=steps, n=n, seed=seed, callback=callback, diagnostics="none")
     return traj, time.process_time() - c0, time.perf_counter() - w0
-
-
-def onestep_r2(den, ref: Trajectory, seed: int) -> np.ndarray:
-    """(S, n) r^2 of one step of `den` at each state x_t of `ref` against ref's x0_hat there; the
-    random draws come from the run's own per-sample seed streams."""
-    n = ref.samples.shape[0]
-    streams = SampleStreams(seed, range(n))
-    out = []
-    for rec in ref.records:
-        x = torch.as_tensor(rec.x_t).reshape(n, -1).to(den.device)
-        got = den.denoise(x, rec.t, generator=streams).x0_hat
-        want = torch.as_tensor(rec.x0_hat).reshape(n, -1).to(den.device)
-        out.append(r2(got, want).cpu().numpy())
-    return np.stack(out)  # (S, n)
 
 
 def _k_per_step(traj: Trajectory) -> list[float]:
@@ -134,7 +120,8 @@ def frontier(
             a["cpu"] += cpu
             a["wall"] += wall
             a["final"].append(r2(torch.from_numpy(traj.samples.reshape(n, -1)), b).numpy())
-            a["one"].append(onestep_r2(dens[label], ref, seed))  # (S, n)
+            streams = SampleStreams(seed, range(n))  # the run's own per-sample draws
+            a["one"].append(onestep_samples(dens[label], ref, streams)[1])  # (S, n)
             a["k"].append(_k_per_step(traj))
     R = acc[REFERENCE]
     points = []
