@@ -1,7 +1,6 @@
 """The adaptive golden subset: importance weights, the error estimate, convergence to the
 full scan, determinism, and the frontier."""
 
-import itertools
 import math
 
 import numpy as np
@@ -16,19 +15,12 @@ from golddiff.denoise.adaptive import proxy_proposal
 from golddiff.denoise.corpus import Corpus
 from golddiff.explore.lessons import pixel_spread
 from golddiff.run.frontier import format_frontier, frontier, pareto
+from conftest import structured_ds as shared_structured_ds
 from reference import locality_logits
-
-_COUNTER = itertools.count()
 
 
 def structured_ds(N=1200, H=8, seed=0) -> Dataset:
-    """H x H images from a 4-factor tanh model plus noise: a posterior that concentrates."""
-    rng = np.random.default_rng(seed)
-    z = rng.standard_normal((N, 4))
-    A = rng.standard_normal((4, H * H))
-    X = np.tanh(0.5 * z @ A + 0.2 * rng.standard_normal((N, H * H)))
-    images = torch.tensor(X, dtype=torch.float32).reshape(N, 1, H, H)
-    return Dataset(f"adaptive-{next(_COUNTER)}", images, np.zeros(N, np.int64))
+    return shared_structured_ds(N, H, seed, "adaptive")
 
 
 def noisy(x0, abar, seed):

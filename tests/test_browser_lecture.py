@@ -6,16 +6,11 @@ the same run computed here (the default settings are deterministic), never from 
 Skipped when /usr/bin/chromium or playwright is missing (never runs `playwright install`).
 """
 
-import os
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
+from conftest import streamlit_server
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"]
@@ -33,32 +28,7 @@ BOX_JS = """(sel) => { const e = document.querySelector(sel); if (!e) return nul
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """`streamlit run app.py` on a free local port, for this module's tests."""
-    log_dir = tmp_path_factory.mktemp("lecture")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    log = open(log_dir / "streamlit.log", "w")
-    cmd = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
-           "--server.address", "127.0.0.1", "--server.headless", "true",
-           "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                            env=dict(os.environ))
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            if proc.poll() is not None:
-                pytest.fail((log_dir / "streamlit.log").read_text())
-            time.sleep(0.3)
-    yield f"http://127.0.0.1:{port}/"
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
+    yield from streamlit_server(tmp_path_factory.mktemp("lecture"))
 
 
 @pytest.fixture(scope="module")

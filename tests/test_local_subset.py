@@ -11,18 +11,12 @@ from golddiff import DenoiserParams, NoiseSchedule, make_denoiser, sample
 from golddiff.core.summaries import r2
 from golddiff.data import Dataset
 from golddiff.denoise import local_subset as ls
-from golddiff.denoise.retrieval import to_proxy
 
-_COUNTER = itertools.count()
+from conftest import structured_ds as shared_structured_ds
 
 
 def structured_ds(N=600, H=8, seed=0) -> Dataset:
-    rng = np.random.default_rng(seed)
-    z = rng.standard_normal((N, 4))
-    A = rng.standard_normal((4, H * H))
-    X = np.tanh(0.5 * z @ A + 0.2 * rng.standard_normal((N, H * H)))
-    images = torch.tensor(X, dtype=torch.float32).reshape(N, 1, H, H)
-    return Dataset(f"local-{next(_COUNTER)}", images, np.zeros(N, np.int64))
+    return shared_structured_ds(N, H, seed, "local")
 
 
 def test_patches_cover_every_proxy_pixel_once():
