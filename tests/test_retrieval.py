@@ -1,6 +1,7 @@
 """Proxy space and candidate search: backends against each other and against brute-force numpy."""
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -103,6 +104,24 @@ def test_ivf_recall_at_default_nprobe_is_high_on_structured_data():
     recall = np.mean([len(set(r.tolist()) & e) / k for r, e in zip(got, expect)])
     assert recall >= 0.95
     assert auto_nprobe(ix.nlist, k, N) < ix.nlist  # it really is approximate at the default
+
+
+def test_ivf_recall_stays_high_at_low_snr():
+    # at low SNR the query q / sqrt(abar) lies far from every proxy; the default probes more lists
+    # (without clusters, so that the few lists probed at high SNR would miss a third of them)
+    N, d, k = 4000, 16, 100
+    g = torch.Generator().manual_seed(0)
+    P = torch.randn(N, d, generator=g) * torch.linspace(1.0, 0.2, d)  # decaying spectrum
+    ix = ProxyIndex(P, (1, 4, 4), 4, "faiss-ivf")
+    abar = 0.001 / 1.001  # SNR 0.001
+    s = math.sqrt(abar)
+    q = s * P[:32] + math.sqrt(1 - abar) * torch.randn(32, d, generator=g)
+    got = ix.search(q, s, k)
+    expect = _np_topk(q, P, s, k)
+    recall = np.mean([len(set(r.tolist()) & e) / k for r, e in zip(got, expect)])
+    assert recall >= 0.95
+    assert auto_nprobe(ix.nlist, k, N, s) > auto_nprobe(ix.nlist, k, N, 1.0)
+    assert auto_nprobe(ix.nlist, k, N, s) < ix.nlist  # still approximate
 
 
 def test_ivf_index_is_cached_on_disk_and_reloaded():
@@ -213,3 +232,18 @@ def test_make_denoiser_rejects_bad_backend_settings(small_data):
         make_denoiser("golddiff", small_data, device="cpu", backend="faiss-ivf", nlist=10_000)
     with pytest.raises(ValueError, match="nprobe=0 must be at least 1"):
         make_denoiser("hybrid", small_data, device="cpu", backend="faiss-ivf", nprobe=0)
+
+
+def test_sample_recall_reports_the_screen_at_the_runs_own_states(capsys):
+    # one sample whose screen searches all N (pool nearest) through a small IVF index: the recall
+    # printed per step is the share of the exact proxy top-k_max that the index found
+    from golddiff.cli import main
+
+    argv = ["sample", "--dataset", "digits", "--steps", "3", "--n", "2", "--device", "cpu",
+            "--backend", "faiss-ivf", "--pool", "nearest", "--nprobe", "1", "--recall"]
+    assert main(argv) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert line.startswith("recall of the faiss-ivf screen")
+    vals = [float(v) for v in re.findall(r"t=\d+ ([0-9.]+) \(", line)]
+    assert len(vals) == 3 and all(0.0 < v <= 1.0 for v in vals)
+    assert min(vals) < 1.0  # one list of sqrt(N) ~ 42 cannot hold the whole top-k_max

@@ -345,6 +345,8 @@ def test_available_bytes_on_cpu_is_plausible():
         (["--temperature", "nan"], ["temperature=nan"]),
         (["--max-memory", "lots"], ["--max-memory='lots' is not a memory size"]),
         (["--max-memory", "10kB", "--n", "64"], ["needs ~", "10.0 kB", "raise --max-memory"]),
+        (["--recall"], ["--recall measures the approximate faiss-ivf screen", "--backend faiss-ivf"]),
+        (["--recall", "--backend", "faiss-ivf", "--shard", "corpus"], ["drop --shard"]),
     ],
 )
 def test_cli_user_errors_exit_2_with_one_sentence(argv, fragments, capsys):

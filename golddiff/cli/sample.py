@@ -37,6 +37,12 @@ def add_sample_args(p: argparse.ArgumentParser) -> None:
         help="posterior diagnostics: exact (over all N), estimated (golden subset + a uniform "
         "sample of the rest, with standard errors), none; auto: estimated above 300,000 images",
     )
+    p.add_argument(
+        "--recall",
+        action="store_true",
+        help="after the run, the recall of the faiss-ivf screen of all N against the exact proxy "
+        "search at the run's own states, per step (golddiff and hybrid with --backend faiss-ivf)",
+    )
     add_method_args(p)
     add_shard_args(p)
 
@@ -55,8 +61,35 @@ def save_trajectory(traj, out: str | None) -> None:
         print(f"saved {out}", file=sys.stderr)
 
 
+def check_recall(args) -> None:
+    """--recall measures an approximate screen in one process: say what to change otherwise."""
+    if not args.recall:
+        return
+    if args.shard:
+        raise ValueError("--recall runs in one process; drop --shard.")
+    if args.method not in ("golddiff", "hybrid") or args.backend != "faiss-ivf":
+        raise ValueError(
+            "--recall measures the approximate faiss-ivf screen of golddiff or hybrid; use "
+            "--method golddiff --backend faiss-ivf (the other backends search exactly)."
+        )
+
+
+def recall_lines(den, traj) -> str:
+    """Per-step recall of the approximate screen at the run's states: mean (worst sample)."""
+    from ..run.bench import screen_recall
+
+    rec = screen_recall(den, traj)
+    if rec is None:
+        return "recall: this screen does not go through the approximate index (it is exact)."
+    per_step = ", ".join(
+        f"t={r.t} {sum(v) / len(v):.3f} ({min(v):.3f})" for r, v in zip(traj.records, rec)
+    )
+    return f"recall of the faiss-ivf screen vs the exact proxy top-k_max, mean (worst): {per_step}"
+
+
 def cmd_sample(args) -> int:
     check_args(args, [args.method], "--out", args.out)
+    check_recall(args)
     if args.shard:
         return sample_sharded(args)
     from .. import load_dataset, make_denoiser, pick_device, sample
@@ -84,6 +117,8 @@ def cmd_sample(args) -> int:
     )
     print(diagnostics_line(traj), file=sys.stderr)
     print(format_table(traj))
+    if args.recall:
+        print(recall_lines(den, traj))
     save_trajectory(traj, args.out)
     return 0
 

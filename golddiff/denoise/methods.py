@@ -323,20 +323,21 @@ class GoldDiffDenoiser(PCALocalityDenoiser):
         return MASK_PATTERNS.get(M)["density"]
 
     @torch.inference_mode()
-    def screen_recall(self, states: list[tuple[torch.Tensor, float]]) -> float | None:
-        """Mean recall of the approximate (faiss-ivf) screen of all N against the exact proxy
-        top-k_max over states [(x_t (B, D), abar), ...]; None when the screen is exact."""
+    def screen_recall(self, states: list[tuple[torch.Tensor, float]]) -> list[list[float]] | None:
+        """Recall of the approximate (faiss-ivf) screen of all N against the exact proxy top-k_max,
+        per state [(x_t (B, D), abar), ...] and sample: [[recall of sample b, ...], ...]; None when
+        the screen is exact."""
         p = self.params
         index = self.corpus.proxy(p.low_res, p.backend, p.nlist)
         k = min(self.k_max, self.corpus.N)
         if not index.approximate or not index.uses_index(k, None):
             return None
-        vals = []
+        out = []
         for x_t, abar in states:
             q, s = index.query(x_t.to(self.device)), math.sqrt(abar)
             found = index.search(q, s, k, None, p.nprobe)
-            vals.append(search_recall(found, index.search(q, s, k, None, exact=True)).mean())
-        return float(torch.stack(vals).mean()) if vals else None
+            out.append(search_recall(found, index.search(q, s, k, None, exact=True)).tolist())
+        return out
 
 
 class HybridDenoiser(Denoiser):

@@ -10,17 +10,13 @@ Backends (`BACKENDS`):
   there).
   faiss      exact: faiss IndexFlatL2 (a faiss GPU index when faiss sees a GPU and the corpus is on
   CUDA).
-  faiss-ivf  approximate: faiss IndexIVFFlat with `nlist` lists (default round(sqrt(N))), `nprobe`
-  lists
-             probed per query (default: enough lists to hold about 4 k of the screened points, see
+  faiss-ivf  approximate: faiss IndexIVFFlat (IVF-PQ for large corpora, see faiss_index.py) with
+             `nlist` lists (default round(sqrt(N))) and `nprobe` lists probed per query (default:
+             enough lists to hold a multiple of k of the screened points that grows at low SNR, see
              `auto_nprobe`). Trained once and cached on disk under cache.cache_dir()/faiss.
-Searches restricted to a pool (GoldDiff's random pool of m_t indices per sample) always take the
-exact torch
-path, whatever the backend: one (B, N) distance matmul with the rows outside the pool masked out.
-Measured on
-Fashion-MNIST (N=60,000, d=196, B=8, k=6,000, 2 CPU threads) it takes 8-10 ms for any pool size,
-against
-11-26 ms for a faiss IDSelectorBitmap search per sample and 50-260 ms for gathering the pooled rows.
+Searches restricted to a pool (GoldDiff's random pool of m_t indices per sample) take the exact
+torch path, whatever the backend: one (B, N) distance matmul with the rows outside the pool masked
+out (out-of-core corpora gather the pool's proxies or search the IVF index within the pool).
 """
 
 from __future__ import annotations
@@ -40,8 +36,10 @@ GPU_MAX_K = (
     2048  # faiss GPU indexes return at most this many neighbours; larger k goes through torch
 )
 PROBE_MULT = 4.0  # auto nprobe: probe lists expected to hold PROBE_MULT * k of the screened points
+PROBE_MULT_LOW = 24.0  # ... and this many where SNR < PROBE_SNR (see auto_nprobe)
+PROBE_SNR = 0.3
 BLOCK_ELEMS = 16 * 1024 * 1024  # elements of one (rows, N) distance block (~64 MB in float32)
-REFINE = 2  # IVF-PQ returns REFINE * k by code distance; the exact proxy distance keeps k
+REFINE = 4  # IVF-PQ returns REFINE * k by code distance; the exact proxy distance keeps k
 GATHER_ELEMS = 8 * 1024 * 1024  # out-of-core pools up to B * m * d elements: gather their proxies
 
 
@@ -118,17 +116,27 @@ def _chunked_topk(q, X, sqnorm, scale, k, pool=None) -> torch.Tensor:
     return best_i
 
 
-def auto_nprobe(nlist: int, k: int, m: int) -> int:
-    """Lists to probe so that they hold about PROBE_MULT * k of the m screened points (at most
-    nlist).
+def probe_mult(scale: float) -> float:
+    """The multiple of k that auto_nprobe's lists hold at query scale sqrt(abar) (auto_nprobe)."""
+    snr = math.inf if scale >= 1.0 else scale * scale / (1.0 - scale * scale)
+    return PROBE_MULT if snr >= PROBE_SNR else PROBE_MULT_LOW
 
-    GoldDiff asks for k ~ N/10 neighbours, so an IVF search must probe a large share of the lists:
-    measured on
-    Fashion-MNIST proxies (k = 6,000, nlist = 245) the mean recall of the exact top-k is 0.95-0.97
-    at 2 k,
-    0.99 at 3 k and >= 0.996 at 4 k.
+
+def auto_nprobe(nlist: int, k: int, m: int, scale: float = 1.0) -> int:
+    """Lists to probe so that they hold about probe_mult(scale) * k of the m screened points (at
+    most nlist).
+
+    GoldDiff asks for k ~ N/10 neighbours, so an IVF search must probe a large share of the lists.
+    At low SNR the query q / sqrt(abar) lies far from every proxy, its ranking is close to one by
+    inner product, and the nearest lists' centroids hold its neighbours less tightly, so many more
+    lists are needed for the same recall. The multiples were chosen from the measured recall of
+    the exact top-k on Fashion-MNIST proxies along sampling trajectories (docs/BENCHMARKS.md): k is
+    the number of candidates asked for (REFINE * k_max under IVF-PQ); 4 k keeps the mean recall
+    >= 0.98 from SNR 0.15 up, drops below it to 0.91 (N = 60,000) and 0.74 (N = 960,000), and 24 k
+    brings it back above 0.97 for every sample. PROBE_SNR = 0.3 leaves a margin above SNR 0.15.
     """
-    return int(min(nlist, max(1, math.ceil(PROBE_MULT * k * nlist / max(1, m)))))
+    want = probe_mult(scale) * k * nlist / max(1, m)
+    return int(min(nlist, max(1, math.ceil(want))))
 
 
 def check_backend(backend: str, nlist: int | None = None, nprobe: int | None = None) -> None:
@@ -244,14 +252,15 @@ class ProxyIndex:
             and not (self.gpu and k > GPU_MAX_K)
         )
 
-    def nprobe_for(self, k: int, nprobe: int | None) -> int | None:
-        """The nprobe an IVF search of k neighbours over all N uses (None for other backends)."""
+    def nprobe_for(self, k: int, nprobe: int | None, scale: float = 1.0) -> int | None:
+        """The nprobe an IVF search of k neighbours over all N at query scale sqrt(abar) uses (None
+        for other backends)."""
         if self.backend != "faiss-ivf":
             return None
         return (
             int(min(self.nlist, nprobe))
             if nprobe is not None
-            else auto_nprobe(self.nlist, k, self.N)
+            else auto_nprobe(self.nlist, k, self.N, scale)
         )
 
     def search(
@@ -302,7 +311,7 @@ class ProxyIndex:
         kk = min(m, REFINE * k if self.pq else k)
         n = None
         if self.backend == "faiss-ivf":
-            n = int(min(self.nlist, nprobe)) if nprobe else auto_nprobe(self.nlist, kk, m)
+            n = int(min(self.nlist, nprobe)) if nprobe else auto_nprobe(self.nlist, kk, m, scale)
         if pool is None:
             params = None
             if n is not None and self.gpu:
@@ -319,9 +328,19 @@ class ProxyIndex:
         if (idx < 0).any():  # fewer than kk found in the probed lists: fill from the exact path
             idx = _fill_missing(idx, exact_topk(q, self.P, self.sqnorm, scale, kk, pool))
         if kk > k:  # re-rank the PQ candidates by their exact proxy distance
-            d = gathered_sq_dists(q, self.P, self.sqnorm, idx, scale)  # (B, kk)
-            idx = idx.gather(1, d.topk(k, dim=1, largest=False).indices)
+            idx = rerank(q, self.P, self.sqnorm, idx, scale, k)
         return idx
+
+def rerank(q, P, sqnorm, idx: torch.Tensor, scale: float, k: int) -> torch.Tensor:
+    """The k of candidates idx (B, c) nearest by exact proxy distance, (B, k); the gathered (b, c,
+    d) proxies are held a block of samples at a time (at most GATHER_ELEMS elements)."""
+    rows = max(1, GATHER_ELEMS // max(1, idx.shape[1] * P.shape[1]))
+    out = []
+    for i in range(0, idx.shape[0], rows):
+        d = gathered_sq_dists(q[i : i + rows], P, sqnorm, idx[i : i + rows], scale)  # (b, c)
+        out.append(idx[i : i + rows].gather(1, d.topk(k, dim=1, largest=False).indices))
+    return torch.cat(out)
+
 
 def _fill_missing(idx: torch.Tensor, exact: torch.Tensor) -> torch.Tensor:
     """Replace the -1 entries of idx (B, k) with exact results that idx lacks, keeping rows

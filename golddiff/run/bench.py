@@ -235,14 +235,15 @@ def scaling(
     device=None,
     callback: Callable[[int, str, object], None] | None = None,
     known: dict[str, MethodResult] | None = None,
-    recalls: dict[int, dict[str, float]] | None = None,
+    recalls: dict[int, dict[str, list[list[float]]]] | None = None,
 ) -> dict[int, dict[str, float]]:
     """Median ms per denoiser step of each method on random subsets of `sizes` images: {size:
     {method: ms}}.
 
     GoldDiff's k_min / k_max are left to their N-scaled defaults unless `params` fixes them.
     known: `compare`'s results on all of `data` (same steps, n, seed), reused for size data.N.
-    recalls: when given, filled with {size: {method: GoldDiffDenoiser.screen_recall}}."""
+    recalls: when given, filled with {size: {method: GoldDiffDenoiser.screen_recall}} (per step,
+    per sample)."""
     check_methods(list(methods))
     for s in sizes:
         if not 1 <= s <= data.N:
@@ -268,12 +269,22 @@ def scaling(
                     callback=None if callback is None else (lambda r, s=s, m=m: callback(s, m, r)),
                 )
             out[s][m] = float(np.median(traj.scalars("time_step") * 1000))
-            inner = getattr(den, "golddiff", den)  # hybrid holds a GoldDiff denoiser
-            if recalls is not None and isinstance(inner, GoldDiffDenoiser):
-                states = [(torch.from_numpy(r.x_t.reshape(n, -1)), r.abar) for r in traj.records]
-                if (rec := inner.screen_recall(states)) is not None:
-                    recalls.setdefault(s, {})[m] = rec
+            if recalls is not None and (rec := screen_recall(den, traj)) is not None:
+                recalls.setdefault(s, {})[m] = rec
     return out
+
+
+def screen_recall(den, traj) -> list[list[float]] | None:
+    """Recall of an approximate (faiss-ivf) GoldDiff screen of all N against the exact proxy
+    search at the states of `traj`, per step and sample; None for other methods and exact
+    screens (GoldDiffDenoiser.screen_recall)."""
+    inner = getattr(den, "golddiff", den)  # hybrid holds a GoldDiff denoiser
+    if not isinstance(inner, GoldDiffDenoiser):
+        return None
+    states = [
+        (torch.from_numpy(r.x_t.reshape(r.x_t.shape[0], -1)), r.abar) for r in traj.records
+    ]
+    return inner.screen_recall(states)
 
 
 def growth_exponent(sizes: list[int], ms: list[float]) -> float | None:
@@ -390,10 +401,12 @@ def format_report(js: dict) -> str:
                 + f" {e if e is not None else float('nan'):9.2f}"
             )
     for s, v in js.get("screen_recall", {}).items():
-        lines.append(
-            f"recall of the approximate screen (top-k_max of all N vs exact), N={s}: "
-            + ", ".join(f"{m} {x:.3f}" for m, x in v.items())
-        )
+        for m, steps in v.items():
+            lines.append(
+                f"recall of the approximate screen (top-k_max of all N vs exact), N={s}, {m}, "
+                f"per step from high noise, mean (worst sample): "
+                + ", ".join(f"{np.mean(r):.3f} ({min(r):.3f})" for r in steps)
+            )
     if (peak := js["meta"].get("process_peak_mb")) is not None:
         lines.append(f"peak resident memory of the whole process: {peak:.0f} MB")
     return "\n".join(lines)
