@@ -47,17 +47,16 @@ class ExplorerRun:
 
 def compute(cfg: Config, on_step) -> ExplorerRun:
     """Sample with the Config, or take the finished run from the shared store."""
-    store = runs.shared_runs()
-    if (done := store.get(cfg)) is not None:
-        return done
-    t0 = time.perf_counter()
-    traj = golddiff.sample(
-        runs.build_denoiser(cfg), steps=cfg.steps, n=cfg.n, seed=cfg.seed, callback=on_step
-    )
-    nn_idx, nn_dist = lessons.nearest_train(traj.samples, get_dataset(cfg.dataset))
-    run = ExplorerRun(cfg, traj, time.perf_counter() - t0, nn_idx, nn_dist)
-    store.put(cfg, run)
-    return run
+
+    def make() -> ExplorerRun:
+        t0 = time.perf_counter()
+        traj = golddiff.sample(
+            runs.build_denoiser(cfg), steps=cfg.steps, n=cfg.n, seed=cfg.seed, callback=on_step
+        )
+        nn_idx, nn_dist = lessons.nearest_train(traj.samples, get_dataset(cfg.dataset))
+        return ExplorerRun(cfg, traj, time.perf_counter() - t0, nn_idx, nn_dist)
+
+    return runs.shared_runs().once(cfg, make)
 
 
 def apply_scenario(i: int) -> None:
@@ -101,6 +100,12 @@ def run_now(cfg: Config, sample: int = 0) -> None:
         f"Sampling {cfg.n} images with {cfg.method} on {cfg.dataset}...", expanded=True
     ) as status:
         bar = st.progress(0.0, text="Preparing the data and its statistics...")
+        if (others := golddiff.device_sharing(cfg.device)) > 0:
+            st.caption(
+                f"{others} other run{'s' if others > 1 else ''} on this server "
+                f"{'are' if others > 1 else 'is'} using the {cfg.device.split(':')[0].upper()} "
+                "too: the runs take turns step by step, so this one is slower than usual."
+            )
 
         def on_step(rec):
             bar.progress(

@@ -119,10 +119,35 @@ def notice_stale(res: Result, key, button: str) -> None:
 
 class RunStore:
     """Finished runs by Config, the oldest dropped past `kept`; a lock guards it because app
-    sessions share it from several threads. Errors are never stored."""
+    sessions share it from several threads. Errors are never stored. `once` computes a Config
+    once however many sessions ask for it at the same time (a class opening the page together)."""
 
     def __init__(self, kept: int):
         self.kept, self._runs, self._lock = kept, OrderedDict(), threading.Lock()
+        self._making: dict = {}  # Config -> [its lock, sessions asking]
+
+    def once(self, cfg: Config, make):
+        """The finished run of cfg: stored, or made by make() in this session while any other
+        session asking for the same cfg waits for it (its stop check runs while it waits)."""
+        with self._lock:
+            entry = self._making.setdefault(cfg, [threading.Lock(), 0])
+            entry[1] += 1
+        try:
+            while not entry[0].acquire(timeout=0.2):
+                golddiff.checkpoint()  # a waiting session whose tab has closed stops here
+            try:
+                if (done := self.get(cfg)) is not None:
+                    return done
+                run = make()
+                self.put(cfg, run)
+                return run
+            finally:
+                entry[0].release()
+        finally:
+            with self._lock:
+                entry[1] -= 1
+                if entry[1] == 0:
+                    self._making.pop(cfg, None)
 
     def get(self, cfg: Config):
         with self._lock:

@@ -12,6 +12,8 @@ import importlib
 
 _WHERE = {
     "NoiseSchedule": ".core",
+    "checkpoint": ".core",
+    "device_sharing": ".core",
     "set_stop_check": ".core",
     "Dataset": ".data",
     "device_label": ".data",

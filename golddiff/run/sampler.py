@@ -25,6 +25,7 @@ import torch
 
 from ..core.interrupt import checkpoint
 from ..core.schedule import NoiseSchedule
+from ..core.turns import device_turn, release_cached
 from ..data.cache import atomic_write
 from ..denoise.methods import Denoiser
 from ..denoise.streams import DIAG, SampleStreams
@@ -198,6 +199,14 @@ def sample(
     records: list[StepRecord] = []
 
     def step(x_t: torch.Tensor, t: int) -> torch.Tensor:
+        with device_turn(corpus.device):  # runs sharing the device step one at a time
+            rec, x0_hat = one_step(x_t, t)
+        records.append(rec)
+        if callback is not None:
+            callback(rec)
+        return x0_hat
+
+    def one_step(x_t: torch.Tensor, t: int) -> tuple[StepRecord, torch.Tensor]:
         start, cpu = time.perf_counter(), time.process_time()
         out = denoiser.denoise(x_t, t, generator=streams)
         elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
@@ -225,12 +234,12 @@ def sample(
                 tail=int(diagnostics_tail),
                 near=near,
             )
-        records.append(rec)
-        if callback is not None:
-            callback(rec)
-        return out.x0_hat
+        return rec, out.x0_hat
 
-    ddim(step, x, ts, schedule)
+    try:
+        ddim(step, x, ts, schedule)
+    finally:  # finished or stopped (a closed tab): its cached device blocks go back
+        release_cached(corpus.device)
     meta = {
         "dataset": corpus.data.name,
         "method": denoiser.name,
