@@ -178,15 +178,18 @@ def test_two_ranks_give_the_samples_and_diagnostics_of_one_process(runs, run):
         close(g.k_b, r.k_b, atol=0)  # adaptive: the same draws, so the same distinct images
         close(g.subset_offset, r.subset_offset, atol=1e-4)
         np.testing.assert_allclose(g.x0_hat, r.x0_hat, atol=1e-3)
-        # the golden subset: the same images (order among equal distances may differ)
-        np.testing.assert_array_equal(np.sort(g.subset_idx, 1), np.sort(r.subset_idx, 1))
+        # the golden subset: the same images (order among equal distances may differ); none on
+        # a closed-form (Wiener) step
+        assert (g.subset_idx is None) == (r.subset_idx is None) and g.method == r.method
+        if r.subset_idx is not None:
+            np.testing.assert_array_equal(np.sort(g.subset_idx, 1), np.sort(r.subset_idx, 1))
         np.testing.assert_array_equal(g.pool_nearest, r.pool_nearest)
         for f in ("entropy", "perplexity", "ess", "captured_mass", "recall", "error_est"):
             close(getattr(g, f), getattr(r, f), rtol=1e-4, atol=1e-5)
         for f in ("top_w", "ranked_w", "ranked_global_w", "ref_x0", "pixel_captured_mass"):
             close(getattr(g, f), getattr(r, f), atol=1e-4)
         close(g.onestep_r2, r.onestep_r2, atol=1e-4)
-        np.testing.assert_allclose(g.pixel_entropy, r.pixel_entropy, atol=1e-3)
+        close(g.pixel_entropy, r.pixel_entropy, atol=1e-3)
         # k_p counts images up to a mass that both sum in a different order: off by one at most
         assert np.abs(g.k90 - r.k90).max() <= 1 and np.abs(g.k99 - r.k99).max() <= 1
         clear = r.top_w[:, 0] > r.top_w[:, 1] + 1e-4  # a top-1 image that no round-off reorders

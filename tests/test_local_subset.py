@@ -65,6 +65,7 @@ def test_head_of_all_images_equals_the_full_scan(monkeypatch):
     monkeypatch.setattr(ls, "POOL_PER_K", 1)
     monkeypatch.setattr(ls, "HEAD_PER_K", 1)
     monkeypatch.setattr(ls, "FLAT_SNR", 0.0)
+    monkeypatch.setattr(ls, "GAUSS_SNR", 0.0)
     sched = NoiseSchedule()
     loc = make_denoiser("golddiff", ds, sched, device="cpu", subset="local", k_max=ds.N, low_res=4)
     ref = make_denoiser("pca", ds, sched, device="cpu")
@@ -87,15 +88,35 @@ def test_local_sampling_is_deterministic_per_seed_and_records_its_sizes():
     per_patch, per_anchor, m = ls.local_sizes(200, ds.N)
     anchors = ls.anchor_pixels(ds.shape).shape[0]
     for rec in a.records:
+        if rec.snr < ls.GAUSS_SNR:  # the closed form: no subset
+            assert rec.method == "wiener" and rec.k_b is None
+            continue
         if rec.snr < ls.FLAT_SNR:  # a uniform sample, no screen
             assert list(rec.k_b) == [200 // ls.FLAT_PER_K] * 3 == [rec.m_t] * 3
             continue
-        assert all(m <= k <= min(4 * per_patch, anchors * per_anchor) + m for k in rec.k_b)
+        tail = m if rec.snr < ls.TAIL_SNR else 0
+        assert all(tail <= k <= min(4 * per_patch, anchors * per_anchor) + tail for k in rec.k_b)
         assert 0 < rec.m_t <= 4 * per_patch
     ref = sample(make_denoiser("pca", ds, device="cpu"), steps=4, n=3, seed=5)
     flat = [torch.from_numpy(tr.samples.reshape(3, -1)) for tr in (a, ref)]
     fid = r2(*flat)
     assert bool(torch.isfinite(fid).all())
+
+
+def test_gaussian_regime_is_the_wiener_step_and_high_snr_has_no_tail():
+    ds = structured_ds()
+    sched = NoiseSchedule()
+    loc = make_denoiser("golddiff", ds, sched, device="cpu", subset="local", k_max=200, low_res=4)
+    wie = make_denoiser("wiener", ds, sched, device="cpu")
+    x = torch.randn(3, ds.D, generator=torch.Generator().manual_seed(1))
+    t = next(t for t in range(999, 0, -1) if sched.snr(t) >= ls.GAUSS_SNR) + 1  # SNR just below
+    out = loc.denoise(x, t, torch.Generator().manual_seed(0))
+    assert out.method == "wiener" and out.subset is None
+    torch.testing.assert_close(out.x0_hat, wie.denoise(x, t).x0_hat)
+    t = next(t for t in range(1000) if sched.snr(t) < ls.TAIL_SNR) - 1  # SNR at least TAIL_SNR
+    rows, offs, _, heads = ls.local_subset(
+        loc, x, sched.abar(t), loc.mask(t, sched.abar(t)), [torch.Generator()] * 3)
+    assert [int(r.shape[0]) for r in rows] == heads and all(bool((o == 0).all()) for o in offs)
 
 
 def test_head_holds_each_anchor_top_r_by_its_masked_distance():

@@ -92,7 +92,8 @@ class Corpus:
         return self.data.D
 
     def rows(self, idx: torch.Tensor) -> torch.Tensor:
-        """float32 rows (*idx.shape, D) on the device; out-of-core only these rows are converted."""
+        """float32 rows (*idx.shape, D) on the device, always a new tensor that the caller may
+        overwrite; out-of-core only these rows are converted."""
         if self.X is not None:
             return self.X[idx]
         return self.data.rows(idx).to(self.device)

@@ -4,9 +4,12 @@ GoldDiff (Shang et al. 2026) ranks images by one global distance but aggregates 
 PCA-locality posterior per output pixel (Lukoianov et al. 2025), whose support is the images that
 are close on that pixel's neighbourhood, not on the whole image. This subset is built to match:
 
-0. flat: while the SNR abar / (1 - abar) is below FLAT_SNR the posterior of every pixel spreads
-   over thousands of images, and a uniform sample of k_max // FLAT_PER_K images is as faithful
-   as any screen (GoldDiff's random pool does the same there); steps 1-3 are skipped.
+0. Gaussian and flat regimes: below GAUSS_SNR (the SNR abar / (1 - abar); the hybrid's default
+   switch) the closed-form Wiener denoiser of the data's mean and covariance (Wang & Vastola 2023)
+   is the full scan to within r^2 0.995 and costs no pass over the data, so it makes the step.
+   Up to FLAT_SNR the posterior of every pixel still spreads over thousands of images, and a
+   uniform sample of k_max // FLAT_PER_K images is as faithful as any screen (GoldDiff's random
+   pool does the same there); steps 1-3 are skipped.
 1. screen: the proxy grid (low_res x low_res per channel) is cut into PATCHES x PATCHES patches;
    for each patch p every image gets its plain proxy distance on that patch,
    ||q_p - sqrt(abar) P_p x_i||^2, and the r1 nearest of each patch are kept. Their union is the
@@ -20,7 +23,8 @@ are close on that pixel's neighbourhood, not on the whole image. This subset is 
    weight log((N - |R|) / m), so that the images no screen found still count in every pixel's
    softmax (an importance-weighted uniform tail, in the spirit of Niedoba et al. 2024). At high
    noise, where the per-pixel posteriors are flat over thousands of images, the tail is what
-   carries the estimate; at low noise the head holds nearly all of the mass.
+   carries the estimate. From TAIL_SNR up the head holds all but a vanishing share of the mass and
+   a tail image's weight times (N - |R|) / m is only noise, so there is no tail.
 4. aggregate: the exact per-pixel softmax over R and the tail with those offsets, through the one
    kernel (`Corpus.posterior`).
 
@@ -46,7 +50,9 @@ ANCHOR_STRIDE = 4  # an anchor pixel every 4 pixels in each direction (7 x 7 on 
 POOL_PER_K = 4  # r1 = k_max // POOL_PER_K candidates per patch
 HEAD_PER_K = 150  # r2 = k_max // HEAD_PER_K head images per anchor
 TAIL_PER_K = 10  # m = k_max // TAIL_PER_K uniform tail images
-FLAT_SNR = 0.02  # below this SNR (t >= 666 on the 10-step grid) the posterior is flat: no screen
+GAUSS_SNR = 0.005  # below this SNR (t >= 777 on the 10-step grid) the Wiener closed form
+TAIL_SNR = 1.0  # from this SNR (t <= 222) no uniform tail
+FLAT_SNR = 0.02  # below this SNR (t = 666 on the 10-step grid) the posterior is flat: no screen
 FLAT_PER_K = 4  # ... and the subset is k_max // FLAT_PER_K images drawn uniformly
 
 
@@ -137,8 +143,8 @@ def anchor_head(
     rank scores the candidates it holds."""
     local = pool - corpus.offset
     mine = (local >= 0) & (local < corpus.N)
-    X = corpus.rows(local[mine])  # (c_r, D)
-    d = (x_t[None, :] - scale * X).square() @ M_a  # (c_r, A)
+    X = corpus.rows(local[mine])  # (c_r, D), a fresh copy: overwritten in place below
+    d = X.mul_(-scale).add_(x_t[None, :]).square_() @ M_a  # (x_t - scale x_i)^2 @ M_a: (c_r, A)
     r = min(r, pool.shape[0])
     near = nearest_r(corpus.comm, d.T.contiguous(), pool[mine], r, corpus.total)  # (A, r)
     return torch.unique(near)
@@ -210,6 +216,7 @@ def local_subset(
         return rows, offsets, [int(r.shape[0]) for r in rows], [0] * len(rows)  # pool = draw
     index = corpus.proxy(p.low_res, p.backend, p.nlist)
     r1, r2, m = local_sizes(den.k_max, N)
+    m = 0 if abar / (1.0 - abar) >= TAIL_SNR else m
     slices = patch_slices(corpus.shape[0], p.low_res)
     pools = patch_pool(index.query(x_t), index.P, scale, slices, r1, corpus.comm, corpus.offset, N)
     M_a = M[:, anchor_pixels(corpus.shape).to(M.device)].to(x_t.dtype)  # (D, A)
@@ -230,8 +237,13 @@ def local_denoise(den, x_t: torch.Tensor, t: int, abar: float, generator) -> Den
     (`local_subset`), then the exact per-pixel softmax over each sample's rows with their log
     weights (`Corpus.posterior`)."""
     corpus = den.corpus
-    M = den.mask(t, abar)
     t0 = time.perf_counter()
+    if abar / (1.0 - abar) < GAUSS_SNR:  # the Gaussian regime: the closed form is the full scan
+        x0 = corpus.stats.wiener(x_t, abar)
+        _sync(den.device)
+        return DenoiseOutput(x0, "wiener", timings={"screen": 0.0, "select": 0.0,
+                                                    "aggregate": time.perf_counter() - t0})
+    M = den.mask(t, abar)
     gens = (
         generator.generators(DRAWS, t)
         if isinstance(generator, SampleStreams)
