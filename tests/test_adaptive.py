@@ -296,6 +296,7 @@ def test_a_configuration_equal_to_the_full_scan_scores_one_everywhere(monkeypatc
     monkeypatch.setattr(ls, "POOL_PER_K", 1)
     monkeypatch.setattr(ls, "HEAD_PER_K", 1)
     monkeypatch.setattr(ls, "FLAT_SNR", 0.0)
+    monkeypatch.setattr(ls, "GAUSS_SNR", 0.0)
     ds = structured_ds(N=300)
     js = frontier(ds, (), (), steps=3, n=2, seeds=(4,), local_k_maxes=(300,), closed_form=False)
     (p,) = js["points"]
