@@ -165,6 +165,8 @@ def sample(
     first.. of a sharded run (`run.distributed`) makes exactly the samples one process would.
     exact_check: also run the full-scan PCA-locality reference at each x_t (costs one full scan per
     step). callback(record) is called as each record is made (progress bars in the CLI and the app).
+    Each step (denoiser and record) holds the device's turn (`core.turns.device_turn`), so runs of
+    several threads on one device step one at a time; the callback runs outside it.
     diagnostics: exact (the global posterior over all N, also over a sharded corpus:
     `records.CorpusPosterior`), estimated (from the golden subset and the `diagnostics_head`
     nearest images by the proxy search plus `diagnostics_tail` images drawn uniformly from the
