@@ -223,7 +223,9 @@ class DenoiserParams:
         "schedule",
         "golden subset size: schedule (published: linear k_t from k_max to k_min), adaptive "
         "(importance-sampled draws per sample until the estimated error < tolerance) or local "
-        "(each proxy quadrant's nearest images plus a weighted uniform tail)",
+        "(the Wiener closed form below SNR 0.005, a uniform draw of k_max/4 up to SNR 0.02, "
+        "then each proxy quadrant's nearest images refined per anchor pixel, plus a weighted "
+        "uniform tail below SNR 1; sizes follow k_max, k_min is unused)",
         GOLD,
         choices=SUBSET_MODES,
         noun="subset mode",

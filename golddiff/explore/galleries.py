@@ -199,9 +199,10 @@ def missed_floor(rec, sample: int) -> float | None:
     image of a posterior spread evenly over k_t images, and only while the posterior's perplexity
     is below k_t (a subset of k_t could hold it). None: no subset, or a posterior wider than k_t,
     of which a random S_t holds about k_t / N and averages to the same guess."""
-    if rec.subset_idx is None or rec.k_t is None or float(rec.perplexity[sample]) >= rec.k_t:
+    k = subset_size(rec, sample) if rec.subset_idx is not None else None
+    if k is None or float(rec.perplexity[sample]) >= k:
         return None
-    return 1.0 / rec.k_t
+    return 1.0 / k
 
 
 def top_marks(rec, sample: int, n: int = TOP_SIZE) -> list[str]:
@@ -255,8 +256,8 @@ def top_caption(traj, step: int, sample: int, n: int = TOP_SIZE) -> str:
             f"has about 1/N = {1 / N:.2g}, so these are no likelier than the rest."
         )
     if rec.method == "wiener":
-        return text + " The wiener step uses none of these weights (only the data's mean and "
-        "covariance); they are shown for reference."
+        return text + (" The wiener step uses none of these weights (only the data's mean and "
+                       "covariance); they are shown for reference.")
     if rec.method in ("optimal", "pca"):
         return text + (" optimal's $\\hat x_0$ is exactly their weighted average." if
                        rec.method == "optimal" else "")
@@ -266,7 +267,8 @@ def top_caption(traj, step: int, sample: int, n: int = TOP_SIZE) -> str:
     if floor is None:
         return text + (
             f" No image is marked as missed: the posterior spreads over more images "
-            f"(perplexity {ppl:,.0f}) than $S_t$ keeps (k_t = {rec.k_t:,}), so no single image "
+            f"(perplexity {ppl:,.0f}) than $S_t$ keeps (k_t = {subset_size(rec, sample):,}), so no "
+            "single image "
             "decides the guess and a random $S_t$ averages to about the same."
         )
     if "MISSED" not in top_marks(rec, sample, n):
@@ -274,7 +276,7 @@ def top_caption(traj, step: int, sample: int, n: int = TOP_SIZE) -> str:
     return text + (
         f" **MISSED**: outside $S_t$ although it holds more than 1/k_t = {floor:.2g} of the "
         f"weight, while the posterior spreads over fewer images (perplexity {ppl:.3g}) than "
-        f"$S_t$ keeps (k_t = {rec.k_t:,})."
+        f"$S_t$ keeps (k_t = {subset_size(rec, sample):,})."
     )
 
 
@@ -351,7 +353,7 @@ def miss_warning(traj, step: int, sample: int) -> str | None:
     return (
         f"**The golden subset missed the posterior.** At t = {rec.t} the exact posterior spreads "
         f"over about {ppl:.3g} image{'' if f'{ppl:.3g}' == '1' else 's'}, fewer than the subset's "
-        f"k_t = {rec.k_t:,}, yet $S_t$ holds "
+        f"k_t = {subset_size(rec, sample):,}, yet $S_t$ holds "
         f"only W_S = {ws:.3f} of its weight"
         + (
             f" ({len(lost)} of the exact posterior's top images "
@@ -370,7 +372,9 @@ _POOL_MISS = (
     "concentrated."
 )
 _LOCAL_MISS = (
-    ". The local screen (nearest per quadrant in the proxy space, then per anchor pixel by that "
-    "pixel's masked distance) did not keep the images the posterior chose, so GoldDiff averaged "
-    "others. A larger **k_max** keeps more per quadrant and per anchor."
+    ". The local screen keeps, per neighbourhood, the images that each pixel's own posterior "
+    "weighs (nearest per quadrant in the proxy space, then per anchor pixel by that pixel's "
+    "masked distance); the images that best match the **whole** image need not be among them. "
+    "Whether the guess suffers shows in its one-step r^2 against the full scan (Compare page); "
+    "where it does, a larger **k_max** keeps more per quadrant and per anchor."
 )

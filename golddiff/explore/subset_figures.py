@@ -100,7 +100,8 @@ def k_per_sample(traj, step: int | None = None) -> go.Figure | None:
     fig = go.Figure()
     for b in range(K.shape[1]):
         fig.add_trace(
-            go.Scatter(x=snr, y=K[:, b], mode="lines+markers", name=f"sample {b}", opacity=0.8)
+            go.Scatter(x=snr, y=K[:, b], mode="lines+markers", name=f"sample {b + 1}",
+                       opacity=0.8)
         )
     if step is not None and 0 <= step < len(traj.records):
         fig.add_vline(x=traj.records[step].snr, line_dash="dot", line_color="#111111")
@@ -109,7 +110,8 @@ def k_per_sample(traj, step: int | None = None) -> go.Figure | None:
     fig.update_layout(
         height=360,
         margin=MARGIN,
-        title="Adaptive golden subset: k_t per sample and step",
+        title=f"{str(traj.meta.get('params', {}).get('subset', 'adaptive')).capitalize()} golden "
+        "subset: k_t per sample and step",
         legend=dict(orientation="h", y=-0.3),
     )
     return fig

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from .galleries import MISS_MASS, missed_floor
+from .galleries import MISS_MASS, missed_floor, subset_size
 
 SINGLE = 1.5  # perplexity below this: one image holds nearly all the weight
 NARROW = 0.1  # share of N below which the posterior has clearly concentrated
@@ -30,8 +30,10 @@ def _flat(traj, b: int) -> Stop:
     return Stop("A flat posterior", 0, (
         f"At t = {r.t} (SNR {r.snr:.1g}) noise hides the image: the exact posterior spreads "
         f"over about {float(r.perplexity[b]):,.0f} of the N = {r.N:,} training images "
-        "(perplexity), so all of them are about equally likely and the guess $\\hat x_0$ is a "
-        "blur of many."
+        "(perplexity), so all of them are about equally likely"
+        + (": this step's guess $\\hat x_0$ is the closed-form Gaussian (Wiener) one, from the "
+           "data's mean and covariance alone, which at this noise is what a blur of them all "
+           "comes to." if r.method == "wiener" else " and the guess $\\hat x_0$ is a blur of many.")
     ))
 
 
@@ -42,8 +44,10 @@ def _concentrates(traj, b: int) -> Stop:
     r = traj.records[s]
     text = (f"By t = {r.t} the posterior has narrowed to about {float(r.perplexity[b]):,.0f} "
             f"images of {N:,}")
-    if r.k_t is not None:
-        text += f", while GoldDiff's subset still keeps k_t = {r.k_t:,}"
+    if r.subset_idx is not None:
+        k = subset_size(r, b)
+        text += (f", while GoldDiff's subset still keeps k_t = {k:,}" if k > float(r.perplexity[b])
+                 else f", and GoldDiff's subset keeps k_t = {k:,}")
     one = _first(traj, lambda q: float(q.perplexity[b]) < SINGLE)
     if one is not None:
         text += (f"; at t = {traj.records[one].t} one image holds nearly all the weight "
@@ -58,12 +62,24 @@ def _pool(traj, b: int) -> Stop | None:
         return missed_floor(r, b) is not None and float(r.captured_mass[b]) < MISS_MASS
 
     s = _first(traj, miss)
+    local = traj.meta.get("params", {}).get("subset") == "local"
+    if s is not None and local:
+        r = traj.records[s]
+        ppl = f"{float(r.perplexity[b]):.3g}"
+        return Stop("The local subset and the whole-image posterior", s, (
+            f"At t = {r.t} the whole-image posterior sits on about "
+            f"{ppl} image{'' if ppl == '1' else 's'}, "
+            f"yet the local subset of k_t = {subset_size(r, b):,} holds only W_S = "
+            f"{float(r.captured_mass[b]):.3f} of its weight: it keeps the images each pixel's own "
+            "posterior weighs, which need not match the whole image. The Compare page's one-step "
+            "r^2 says whether the guess suffers."
+        ))
     if s is not None:
         r = traj.records[s]
         return Stop("The random pool misses", s, (
             f"At t = {r.t} the posterior sits on about {float(r.perplexity[b]):.3g} "
             f"image{'' if f'{float(r.perplexity[b]):.3g}' == '1' else 's'}, "
-            f"fewer than k_t = {r.k_t:,}, yet $S_t$ holds only W_S = "
+            f"fewer than k_t = {subset_size(r, b):,}, yet $S_t$ holds only W_S = "
             f"{float(r.captured_mass[b]):.3f} of its weight: the pool of m_t = {r.m_t:,} images "
             "did not draw them, so GoldDiff averages others here. Pool = auto screens all N "
             "once the posterior is this narrow."
@@ -74,8 +90,10 @@ def _pool(traj, b: int) -> Stop | None:
     r = traj.records[s]
     return Stop("The subset holds the posterior", s, (
         f"From t = {r.t} on the posterior is narrower than $S_t$ (perplexity "
-        f"{float(r.perplexity[b]):,.0f} < k_t = {r.k_t:,}), and $S_t$ holds W_S = "
-        f"{float(r.captured_mass[b]):.3f} of its weight: the pool drew the images that matter."
+        f"{float(r.perplexity[b]):,.0f} < k_t = {subset_size(r, b):,}), and $S_t$ holds W_S = "
+        f"{float(r.captured_mass[b]):.3f} of its weight: "
+        + ("the local screen kept the images that matter." if local
+           else "the pool drew the images that matter.")
     ))
 
 
