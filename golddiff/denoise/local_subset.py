@@ -6,7 +6,8 @@ are close on that pixel's neighbourhood, not on the whole image. This subset is 
 
 0. Gaussian and flat regimes: below GAUSS_SNR (the SNR abar / (1 - abar); the hybrid's default
    switch) the closed-form Wiener denoiser of the data's mean and covariance (Wang & Vastola 2023)
-   is the full scan to within r^2 0.995 and costs no pass over the data, so it makes the step.
+   is the full scan to within r^2 0.995 and costs no pass over the data, so it makes the step
+   (`GoldDiffDenoiser` takes it before `local_denoise`).
    Up to FLAT_SNR the posterior of every pixel still spreads over thousands of images, and a
    uniform sample of k_max // FLAT_PER_K images is as faithful as any screen (GoldDiff's random
    pool does the same there); steps 1-3 are skipped.
@@ -237,13 +238,8 @@ def local_denoise(den, x_t: torch.Tensor, t: int, abar: float, generator) -> Den
     (`local_subset`), then the exact per-pixel softmax over each sample's rows with their log
     weights (`Corpus.posterior`)."""
     corpus = den.corpus
-    t0 = time.perf_counter()
-    if abar / (1.0 - abar) < GAUSS_SNR:  # the Gaussian regime: the closed form is the full scan
-        x0 = corpus.stats.wiener(x_t, abar)
-        _sync(den.device)
-        return DenoiseOutput(x0, "wiener", timings={"screen": 0.0, "select": 0.0,
-                                                    "aggregate": time.perf_counter() - t0})
     M = den.mask(t, abar)
+    t0 = time.perf_counter()
     gens = (
         generator.generators(DRAWS, t)
         if isinstance(generator, SampleStreams)

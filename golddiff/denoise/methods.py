@@ -24,6 +24,7 @@ from ..data.memory import check_memory
 from .adaptive import DRAWS_PER_K, adaptive_aggregate, proposal_temper, proxy_proposal
 from .output import DenoiseOutput
 from .corpus import Corpus, get_corpus, subset_bytes
+from . import local_subset
 from .local_subset import local_denoise
 from .params import DenoiserParams
 from .retrieval import check_backend, fine_select, proxy_factor, search_recall
@@ -36,11 +37,14 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _aggregate_only(den, x0: torch.Tensor, t0: float, H: torch.Tensor | None = None):
-    """The output of a method that only aggregates (no screen, no select), timed from t0."""
+def _aggregate_only(
+    den, x0: torch.Tensor, t0: float, H: torch.Tensor | None = None, name: str | None = None
+):
+    """The output of a method that only aggregates (no screen, no select), timed from t0; name:
+    the method that made it (default den's own)."""
     _sync(den.device)
     timings = {"screen": 0.0, "select": 0.0, "aggregate": time.perf_counter() - t0}
-    return DenoiseOutput(x0, den.name, pixel_entropy=H, timings=timings)
+    return DenoiseOutput(x0, name or den.name, pixel_entropy=H, timings=timings)
 
 
 class Denoiser:
@@ -203,6 +207,9 @@ class GoldDiffDenoiser(PCALocalityDenoiser):
         if self.params.subset == "adaptive":
             return self._adaptive(x_t, t, abar, generator)
         if self.params.subset == "local":
+            if abar / (1.0 - abar) < local_subset.GAUSS_SNR:  # its Gaussian regime: the closed form
+                t0 = time.perf_counter()
+                return _aggregate_only(self, self.corpus.stats.wiener(x_t, abar), t0, name="wiener")
             return local_denoise(self, x_t, t, abar, generator)
         corpus, sqrt_abar, p = self.corpus, math.sqrt(abar), self.params
         m_t, k_t = self.sizes(t)
