@@ -336,6 +336,11 @@ def missed(traj, step: int, sample: int, n: int = TOP_SIZE) -> list[int]:
     return [int(i) for i, m in zip(rec.top_idx[sample], marks) if m == "MISSED"]
 
 
+def subset_mode(traj) -> str | None:
+    """The run's subset mode (schedule, adaptive, local), None for a method without one."""
+    return traj.meta.get("params", {}).get("subset")
+
+
 def subset_missed(rec, sample: int) -> bool:
     """Whether the golden subset missed where the posterior went: W_S < MISS_MASS while the
     posterior's perplexity is already below k_t (a subset of k_t could have held it all)."""
@@ -361,7 +366,7 @@ def miss_warning(traj, step: int, sample: int) -> str | None:
             if lost
             else ""
         )
-        + (_LOCAL_MISS if traj.meta.get("params", {}).get("subset") == "local" else _POOL_MISS)
+        + (_LOCAL_MISS if subset_mode(traj) == "local" else _POOL_MISS)
     )
 
 

@@ -7,6 +7,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from ..run.frontier import pareto
+from .galleries import subset_mode
 from .style import MARGIN, snr_axis
 
 _MODES = {
@@ -110,8 +111,8 @@ def k_per_sample(traj, step: int | None = None) -> go.Figure | None:
     fig.update_layout(
         height=360,
         margin=MARGIN,
-        title=f"{str(traj.meta.get('params', {}).get('subset', 'adaptive')).capitalize()} golden "
-        "subset: k_t per sample and step",
+        title=f"{(subset_mode(traj) or 'adaptive').capitalize()} golden subset: k_t per sample "
+        "and step",
         legend=dict(orientation="h", y=-0.3),
     )
     return fig

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from .galleries import MISS_MASS, missed_floor, subset_size
+from .galleries import missed_floor, subset_missed, subset_mode, subset_size
 
 SINGLE = 1.5  # perplexity below this: one image holds nearly all the weight
 NARROW = 0.1  # share of N below which the posterior has clearly concentrated
@@ -58,11 +58,8 @@ def _concentrates(traj, b: int) -> Stop:
 def _pool(traj, b: int) -> Stop | None:
     """The first step where S_t missed the posterior; else the first where S_t held it while
     the posterior was narrower than k_t; None without a golden subset."""
-    def miss(r):
-        return missed_floor(r, b) is not None and float(r.captured_mass[b]) < MISS_MASS
-
-    s = _first(traj, miss)
-    local = traj.meta.get("params", {}).get("subset") == "local"
+    s = _first(traj, lambda r: subset_missed(r, b))
+    local = subset_mode(traj) == "local"
     if s is not None and local:
         r = traj.records[s]
         ppl = f"{float(r.perplexity[b]):.3g}"
