@@ -67,7 +67,9 @@ def check_recall(args) -> None:
         return
     if args.shard:
         raise ValueError("--recall runs in one process; drop --shard.")
-    if args.method not in ("golddiff", "hybrid") or args.backend != "faiss-ivf":
+    from ..run.records import RETRIEVING
+
+    if args.method not in RETRIEVING or args.backend != "faiss-ivf":
         raise ValueError(
             "--recall measures the approximate faiss-ivf screen of golddiff or hybrid; use "
             "--method golddiff --backend faiss-ivf (the other backends search exactly)."
