@@ -295,6 +295,9 @@ def test_a_configuration_equal_to_the_full_scan_scores_one_everywhere(monkeypatc
 
     monkeypatch.setattr(ls, "POOL_PER_K", 1)
     monkeypatch.setattr(ls, "HEAD_PER_K", 1)
+    monkeypatch.setattr(ls, "HEAD_PER_K_NO_TAIL", 1)
+    monkeypatch.setattr(ls, "SHARP_SNR", math.inf)
+    monkeypatch.setattr(ls, "POINT_SNR", math.inf)
     monkeypatch.setattr(ls, "FLAT_SNR", 0.0)
     monkeypatch.setattr(ls, "GAUSS_SNR", 0.0)
     ds = structured_ds(N=300)

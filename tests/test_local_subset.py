@@ -64,6 +64,9 @@ def test_head_of_all_images_equals_the_full_scan(monkeypatch):
     ds = structured_ds()
     monkeypatch.setattr(ls, "POOL_PER_K", 1)
     monkeypatch.setattr(ls, "HEAD_PER_K", 1)
+    monkeypatch.setattr(ls, "HEAD_PER_K_NO_TAIL", 1)
+    monkeypatch.setattr(ls, "SHARP_SNR", math.inf)
+    monkeypatch.setattr(ls, "POINT_SNR", math.inf)
     monkeypatch.setattr(ls, "FLAT_SNR", 0.0)
     monkeypatch.setattr(ls, "GAUSS_SNR", 0.0)
     sched = NoiseSchedule()
@@ -85,7 +88,6 @@ def test_local_sampling_is_deterministic_per_seed_and_records_its_sizes():
     a = sample(den, steps=4, n=3, seed=5)
     b = sample(den, steps=4, n=3, seed=5)
     np.testing.assert_array_equal(a.samples, b.samples)
-    per_patch, per_anchor, m = ls.local_sizes(200, ds.N)
     anchors = ls.anchor_pixels(ds.shape).shape[0]
     for rec in a.records:
         if rec.snr < ls.GAUSS_SNR:  # the closed form: no subset
@@ -94,9 +96,14 @@ def test_local_sampling_is_deterministic_per_seed_and_records_its_sizes():
         if rec.snr < ls.FLAT_SNR:  # a uniform sample, no screen
             assert list(rec.k_b) == [200 // ls.FLAT_PER_K] * 3 == [rec.m_t] * 3
             continue
-        tail = m if rec.snr < ls.TAIL_SNR else 0
-        assert all(tail <= k <= min(4 * per_patch, anchors * per_anchor) + tail for k in rec.k_b)
-        assert 0 < rec.m_t <= 4 * per_patch
+        plan = ls.local_plan(200, ds.N, rec.snr)
+        cap = plan.patches**2 * plan.per_patch  # the pool holds at most this many
+        assert 0 < rec.m_t <= cap
+        if plan.per_anchor is None:  # sharp: the pool is the subset
+            assert all(0 < k <= cap for k in rec.k_b)
+            continue
+        head = min(cap, anchors * plan.per_anchor)
+        assert all(plan.tail <= k <= head + plan.tail for k in rec.k_b)
     ref = sample(make_denoiser("pca", ds, device="cpu"), steps=4, n=3, seed=5)
     flat = [torch.from_numpy(tr.samples.reshape(3, -1)) for tr in (a, ref)]
     fid = r2(*flat)
@@ -149,3 +156,32 @@ def test_anchors_cover_the_grid_every_stride_pixels_in_every_channel():
     a = ls.anchor_pixels((3, 8, 8), stride=4)
     assert a.tolist() == [c * 64 + r * 8 + k for c in range(3) for r in (2, 6) for k in (2, 6)]
     assert ls.anchor_pixels((1, 2, 2), stride=8).tolist() == [3]  # at least one per side
+
+
+def test_sharp_regime_subset_is_each_patch_nearest_by_the_plain_proxy_distance():
+    """From SHARP_SNR the subset is the pool itself: the union over the SHARP_PATCHES^2 patches of
+    the r1 images nearest on that patch in the proxy space, with no tail; recomputed here in numpy
+    from the proxies."""
+    ds = structured_ds()
+    sched = NoiseSchedule()
+    loc = make_denoiser("golddiff", ds, sched, device="cpu", subset="local", k_max=200, low_res=4)
+    for lo, hi in ((ls.SHARP_SNR, ls.POINT_SNR), (ls.POINT_SNR, math.inf)):
+        t = next(t for t in range(999, -1, -1) if lo <= sched.snr(t) < hi)
+        abar, scale = sched.abar(t), math.sqrt(sched.abar(t))
+        plan = ls.local_plan(200, ds.N, sched.snr(t))
+        assert plan.per_anchor is None and plan.tail == 0 and plan.patches == ls.SHARP_PATCHES
+        x = torch.randn(2, ds.D, generator=torch.Generator().manual_seed(t))
+        rows, offs, pools, heads = ls.local_subset(
+            loc, x, abar, loc.mask(t, abar), [torch.Generator()] * 2)
+        index = loc.corpus.proxy(4, "torch", None)
+        P, q = index.P.numpy(), index.query(x).numpy()
+        edges = [round(j * 4 / plan.patches) for j in range(plan.patches + 1)]
+        grid = np.arange(16).reshape(4, 4)
+        for b in range(2):
+            want = set()
+            for i, j in itertools.product(range(plan.patches), repeat=2):
+                cols = grid[edges[i] : edges[i + 1], edges[j] : edges[j + 1]].ravel()
+                d = ((q[b, cols][None] - scale * P[:, cols]) ** 2).sum(1)
+                want |= set(np.argsort(d, kind="stable")[: plan.per_patch].tolist())
+            assert set(rows[b].tolist()) == want and pools[b] == heads[b] == len(want)
+            assert bool((offs[b] == 0).all())

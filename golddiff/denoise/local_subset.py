@@ -25,20 +25,29 @@ are close on that pixel's neighbourhood, not on the whole image. This subset is 
    softmax (an importance-weighted uniform tail, in the spirit of Niedoba et al. 2024). At high
    noise, where the per-pixel posteriors are flat over thousands of images, the tail is what
    carries the estimate. From TAIL_SNR up the head holds all but a vanishing share of the mass and
-   a tail image's weight times (N - |R|) / m is only noise, so there is no tail.
+   a tail image's weight times (N - |R|) / m is only noise, so there is no tail; its budget goes
+   to the head (r2 = k_max // HEAD_PER_K_NO_TAIL instead of k_max // HEAD_PER_K).
+Sharp regime: from SHARP_SNR (t <= 111 on the 10-step grid) each pixel's posterior sits on one or
+   two images of its own neighbourhood, and they differ from pixel to pixel more than 7 x 7
+   anchors can follow (even exact anchor heads over all N lose r^2 0.01 there), while the mask is
+   sparse (about 5% of entries) and the kernel's sparse product makes every image cheap. So the
+   pool itself is the subset: the SHARP_PATCHES x SHARP_PATCHES patches' nearest images, no
+   refinement, no tail. From POINT_SNR (the last step, t = 0) each pixel's posterior is a point
+   mass and a much smaller pool of the same screen is the full scan to r^2 1.000.
 4. aggregate: the exact per-pixel softmax over R and the tail with those offsets, through the one
    kernel (`Corpus.posterior`).
 
 In one process, out of core and over a sharded corpus (`--shard corpus`) the same code runs: each
 rank scores the rows it holds and `nearest_r` keeps the global nearest with one tie rule (lowest
 dataset index), so the ranks pick what one process picks; the kernel merges the ranks' sums.
-Sizes follow k_max (`local_sizes`).
+Sizes follow k_max and the regime (`local_plan`).
 """
 
 from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 
 import torch
 
@@ -50,18 +59,46 @@ PATCHES = 2  # patches per side of the proxy grid (2: the four quadrants)
 ANCHOR_STRIDE = 4  # an anchor pixel every 4 pixels in each direction (7 x 7 on 28 x 28)
 POOL_PER_K = 4  # r1 = k_max // POOL_PER_K candidates per patch
 HEAD_PER_K = 150  # r2 = k_max // HEAD_PER_K head images per anchor
+HEAD_PER_K_NO_TAIL = 100  # ... and from TAIL_SNR, with no tail, k_max // HEAD_PER_K_NO_TAIL
 TAIL_PER_K = 10  # m = k_max // TAIL_PER_K uniform tail images
 GAUSS_SNR = 0.005  # below this SNR (t >= 777 on the 10-step grid) the Wiener closed form
-TAIL_SNR = 1.0  # from this SNR (t <= 222) no uniform tail
 FLAT_SNR = 0.02  # below this SNR (t = 666 on the 10-step grid) the posterior is flat: no screen
 FLAT_PER_K = 4  # ... and the subset is k_max // FLAT_PER_K images drawn uniformly
+TAIL_SNR = 1.0  # from this SNR (t <= 222) no uniform tail
+SHARP_SNR = 5.0  # from this SNR (t <= 111) the pool is the subset, no refinement
+SHARP_PATCHES = 3  # ... screened on 3 x 3 patches
+SHARP_POOL_PER_K = 9  # ... k_max // SHARP_POOL_PER_K per patch
+POINT_SNR = 100.0  # from this SNR (t = 0) ...
+POINT_POOL_PER_K = 100  # ... k_max // POINT_POOL_PER_K per patch
 
 
-def local_sizes(k_max: int, N: int) -> tuple[int, int, int]:
-    """(r1, r2, m): candidates per patch, head images per anchor and uniform tail size, for this
-    k_max and N images (at k_max 6000: 1500, 40, 600)."""
-    r1 = min(N, max(1, k_max // POOL_PER_K))
-    return r1, min(r1, max(1, k_max // HEAD_PER_K)), max(0, k_max // TAIL_PER_K)
+@dataclass(frozen=True)
+class LocalPlan:
+    """How one screened step builds its subset: patches per side of the proxy grid, candidates
+    per patch (r1), head images per anchor (r2; None: the pool is the subset, no refinement) and
+    uniform tail images (m)."""
+
+    patches: int
+    per_patch: int
+    per_anchor: int | None
+    tail: int
+
+
+def local_plan(k_max: int, N: int, snr: float) -> LocalPlan:
+    """The plan of a screened step at this SNR (from FLAT_SNR up), for k_max and N images. At
+    k_max 6000: (2, 1500, 40, 600) below TAIL_SNR, (2, 1500, 60, 0) below SHARP_SNR, (3, 666,
+    None, 0) below POINT_SNR, (3, 60, None, 0) from there."""
+    def per(k: int) -> int:
+        return min(N, max(1, k_max // k))
+
+    if snr >= POINT_SNR:
+        return LocalPlan(SHARP_PATCHES, per(POINT_POOL_PER_K), None, 0)
+    if snr >= SHARP_SNR:
+        return LocalPlan(SHARP_PATCHES, per(SHARP_POOL_PER_K), None, 0)
+    r1 = per(POOL_PER_K)
+    if snr >= TAIL_SNR:
+        return LocalPlan(PATCHES, r1, min(r1, per(HEAD_PER_K_NO_TAIL)), 0)
+    return LocalPlan(PATCHES, r1, min(r1, per(HEAD_PER_K)), max(0, k_max // TAIL_PER_K))
 
 
 def patch_slices(C: int, side: int, patches: int = PATCHES) -> list[torch.Tensor]:
@@ -216,15 +253,18 @@ def local_subset(
         offsets = [torch.full((d.shape[0],), w, device=x_t.device) for d, w in draws]
         return rows, offsets, [int(r.shape[0]) for r in rows], [0] * len(rows)  # pool = draw
     index = corpus.proxy(p.low_res, p.backend, p.nlist)
-    r1, r2, m = local_sizes(den.k_max, N)
-    m = 0 if abar / (1.0 - abar) >= TAIL_SNR else m
-    slices = patch_slices(corpus.shape[0], p.low_res)
-    pools = patch_pool(index.query(x_t), index.P, scale, slices, r1, corpus.comm, corpus.offset, N)
+    plan = local_plan(den.k_max, N, abar / (1.0 - abar))
+    slices = patch_slices(corpus.shape[0], p.low_res, plan.patches)
+    q = index.query(x_t)
+    pools = patch_pool(q, index.P, scale, slices, plan.per_patch, corpus.comm, corpus.offset, N)
+    if plan.per_anchor is None:  # sharp regime: the pool is the subset
+        zeros = [torch.zeros(c.shape[0], device=x_t.device) for c in pools]
+        return pools, zeros, [int(c.shape[0]) for c in pools], [int(c.shape[0]) for c in pools]
     M_a = M[:, anchor_pixels(corpus.shape).to(M.device)].to(x_t.dtype)  # (D, A)
     rows, offsets, sizes = [], [], []
     for b, pool in enumerate(pools):
-        head = anchor_head(corpus, x_t[b], scale, pool, M_a, r2)
-        tail, w = uniform_tail(N, head, m, generators[b])
+        head = anchor_head(corpus, x_t[b], scale, pool, M_a, plan.per_anchor)
+        tail, w = uniform_tail(N, head, plan.tail, generators[b])
         rows.append(torch.cat([head, tail]))
         off = torch.zeros(rows[-1].shape[0], device=x_t.device)
         off[head.shape[0] :] = w
