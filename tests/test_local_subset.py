@@ -152,6 +152,16 @@ def test_ties_go_to_the_lowest_index_whatever_the_order():
     assert ls.smallest_r(v, 0).shape == (1, 0)
 
 
+def test_smallest_r_is_the_stable_sort_prefix_with_and_without_ties():
+    """Both paths (distinct values: topk's own set; ties across the r-th value: the lowest
+    columns) give the first r columns of a stable sort, in column order."""
+    g = torch.Generator().manual_seed(2)
+    for v in (torch.randn(5, 300, generator=g), torch.randint(0, 6, (5, 300), generator=g).float()):
+        for r in (1, 7, 40, 300):
+            want = np.sort(np.argsort(v.numpy(), axis=1, kind="stable")[:, :r], axis=1)
+            assert ls.smallest_r(v, r).tolist() == want.tolist()
+
+
 def test_anchors_cover_the_grid_every_stride_pixels_in_every_channel():
     a = ls.anchor_pixels((3, 8, 8), stride=4)
     assert a.tolist() == [c * 64 + r * 8 + k for c in range(3) for r in (2, 6) for k in (2, 6)]

@@ -194,7 +194,10 @@ def smallest_r(v: torch.Tensor, r: int) -> torch.Tensor:
     equal values (digits' integer pixels tie often) or on how the corpus is split."""
     if r == 0:
         return torch.zeros(v.shape[0], 0, dtype=torch.long, device=v.device)
-    thr = v.topk(r, dim=1, largest=False).values[:, -1:]  # (B, 1) the r-th smallest
+    vals, cols = v.topk(r, dim=1, largest=False)
+    thr = vals[:, -1:]  # (B, 1) the r-th smallest
+    if bool(((v <= thr).sum(1) == r).all()):  # no tie across the r-th value: topk's set is the set
+        return cols.sort(dim=1).values
     below = v < thr
     eq = v == thr
     pick = below | (eq & (eq.cumsum(1) <= r - below.sum(1, keepdim=True)))  # r per row
