@@ -23,6 +23,17 @@ from .logits import global_logits, mask_operator, pixel_logits, work_buffer
 CHUNK_ELEMS = 16 * 1024 * 1024
 
 
+# Logits relative to their max are floored here before exp: exp(-87) = 1.6e-38 is the smallest
+# normal float32, nothing next to the max's exp(0) = 1 at float32 precision, and torch's vectorised
+# CPU exp is ~10x slower on inputs below it (sharp posteriors at low noise are mostly such inputs).
+EXP_FLOOR = -87.0
+
+
+def floored_exp(z: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """exp(max(z, EXP_FLOOR)) for logits z <= 0 relative to their max; z is floored in place."""
+    return torch.exp(z.clamp_min_(EXP_FLOOR), out=out)
+
+
 def chunk_rows(B: int, D: int, elems: int = CHUNK_ELEMS) -> int:
     """How many training images one chunk of a (B, chunk, D) computation may hold."""
     return max(1, elems // max(1, B * D))
@@ -73,7 +84,7 @@ class StreamingSoftmax:
         flag: optional (B, c) bool. P = 1 reads each sum as a matmul."""
         mx = logits.amax(dim=1)  # (B, P)
         z = logits - mx[:, None, :]  # (B, c, P), <= 0
-        e = torch.exp(z)
+        e = floored_exp(z)
         sx = None if moments < 1 else _weighted(e, values)
         sx2 = None if moments < 2 else _weighted(e, values.square())
         sub = None if flag is None else (e * flag[..., None]).sum(1)
@@ -278,7 +289,7 @@ def _own_image_major(x, X, rows, op, sqrt_abar, off, moments, weights, lse, work
         L.add_(off[:, None])
     mx = L.amax(0)  # (D,)
     L.sub_(mx)  # logit - mx, <= 0
-    e = torch.exp(L, out=d)  # (k, D), reuses d
+    e = floored_exp(L, out=d)  # (k, D), reuses d
     s0 = e.sum(0)  # (D,)
     sx = torch.mul(e, Xs, out=Xs).sum(0) if moments else None
     s1 = torch.mul(e, L, out=L).sum(0)
@@ -293,7 +304,7 @@ def _pixel_sums(L, XcT, flag, moments, work) -> tuple:
     Returns (mx, s0, s1, sx, sub, sx2), each (D,) or None; e = exp(L - mx) stays in work["e"]."""
     mx = L.amax(1)  # (D,)
     L = L.sub_(mx[:, None])  # logit - mx, <= 0
-    e = torch.exp(L, out=work_buffer(work, "e", L))  # (D, c)
+    e = floored_exp(L, out=work_buffer(work, "e", L))  # (D, c)
     sub = None if flag is None else e @ flag.to(e.dtype)
     sx = torch.linalg.vecdot(e, XcT) if moments else None
     sx2 = torch.linalg.vecdot(e, XcT.square()) if moments == 2 else None

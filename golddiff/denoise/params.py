@@ -225,7 +225,8 @@ class DenoiserParams:
         "(importance-sampled draws per sample until the estimated error < tolerance) or local "
         "(the Wiener closed form below SNR 0.005, a uniform draw of k_max/4 up to SNR 0.02, "
         "then each proxy quadrant's nearest images refined per anchor pixel, plus a weighted "
-        "uniform tail below SNR 1; sizes follow k_max, k_min is unused)",
+        "uniform tail below SNR 1, and from SNR 5 the nearest on 3x3 proxy patches as they are; "
+        "sizes follow k_max, k_min is unused)",
         GOLD,
         choices=SUBSET_MODES,
         noun="subset mode",

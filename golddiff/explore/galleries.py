@@ -378,8 +378,9 @@ _POOL_MISS = (
 )
 _LOCAL_MISS = (
     ". The local screen keeps, per neighbourhood, the images that each pixel's own posterior "
-    "weighs (nearest per quadrant in the proxy space, then per anchor pixel by that pixel's "
-    "masked distance); the images that best match the **whole** image need not be among them. "
-    "Whether the guess suffers shows in its one-step r^2 against the full scan (Compare page); "
-    "where it does, a larger **k_max** keeps more per quadrant and per anchor."
+    "weighs (the nearest on each patch of the proxy grid, then, from the flat steps until SNR 5, "
+    "the nearest per anchor pixel by that pixel's masked distance); the images that best match "
+    "the **whole** image need not be among them. Whether the guess suffers shows in its one-step "
+    "r^2 against the full scan (Compare page); where it does, a larger **k_max** keeps more per "
+    "patch and per anchor."
 )
