@@ -546,3 +546,22 @@ def test_auto_pool_is_random_when_flat_nearest_when_concentrated_and_mixes_per_s
     )  # same pool draws from the seed
     assert torch.allclose(out["auto"].x0_hat[0], out["nearest"].x0_hat[0], atol=1e-5)
     assert torch.allclose(out["auto"].x0_hat[1:], out["random"].x0_hat[1:], atol=1e-5)
+
+
+def test_sharp_softmax_sums_match_float64_despite_the_exp_floor():
+    """Logits spread over hundreds of nats (a sharp low-noise posterior): the streamed sums, whose
+    exp floors logits at EXP_FLOOR below the max, equal the float64 softmax mean and entropy."""
+    g = torch.Generator().manual_seed(0)
+    logits = -torch.rand(2, 500, 3, generator=g, dtype=torch.float64) * 600  # (B, c, P)
+    logits[:, :3] = -torch.rand(2, 3, 3, generator=g, dtype=torch.float64)  # a few near the max
+    values = torch.randn(2, 500, 4, generator=g, dtype=torch.float64)  # (B, c, D), P = 3 != D
+    acc = StreamingSoftmax()
+    acc.add(logits[..., :1].float(), values.float())
+    w = torch.softmax(logits[..., 0], dim=1)  # (B, c) float64
+    torch.testing.assert_close(acc.mean().double(), torch.einsum("bc,bcd->bd", w, values),
+                               atol=1e-5, rtol=1e-5)
+    H = -(w * torch.log(w.clamp_min(1e-300))).sum(1)
+    torch.testing.assert_close(acc.entropy()[:, 0].double(), H, atol=1e-5, rtol=1e-4)
+    z = torch.tensor([0.0, -10.0, -86.0, -87.0, -300.0])
+    out = posterior_mod.floored_exp(z.clone())
+    assert out[:4].tolist() == torch.exp(z[:4]).tolist() and 0 < float(out[4]) < 1e-37
