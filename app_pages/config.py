@@ -44,9 +44,16 @@ class Config:
 
     def describe(self) -> str:
         return (
-            f"{self.method} on {self.dataset}, {self.steps} steps, {self.n} samples, "
+            f"{self.method_label()} on {self.dataset}, {self.steps} steps, {self.n} samples, "
             f"seed {self.seed}, {self.device}"
         )
+
+    def method_label(self) -> str:
+        """The method, with its golden-subset mode when that is not the published schedule."""
+        subset = self.params.get("subset")
+        if self.method in ("golddiff", "hybrid") and subset not in (None, "schedule"):
+            return f"{self.method} ({subset} subset)"
+        return self.method
 
 
 def current() -> Config | None:

@@ -97,7 +97,7 @@ def run_now(cfg: Config, sample: int = 0) -> None:
     """Sample with a progress bar inside a status box; a failure is one sentence below it."""
     failed, kept = None, runs.shared_runs().get(cfg) is not None
     with st.status(
-        f"Sampling {cfg.n} images with {cfg.method} on {cfg.dataset}...", expanded=True
+        f"Sampling {cfg.n} images with {cfg.method_label()} on {cfg.dataset}...", expanded=True
     ) as status:
         bar = st.progress(0.0, text="Preparing the data and its statistics...")
         if (others := golddiff.device_sharing(cfg.device)) > 0:

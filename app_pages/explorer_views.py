@@ -64,8 +64,8 @@ def screen(cfg, traj, step: int, sample: int) -> None:
         config=chart_config(f"step_t{traj.records[step].t}"),
         theme=None,  # keep the figure's own colour scales (the theme recolours the spread map)
     )
-    left.caption(entropy_caption(traj))
-    mid.caption(support_caption(traj))
+    left.caption(entropy_caption(traj, traj.records[step]))
+    mid.caption(support_caption(traj, traj.records[step]))
     right.caption(step_caption(traj.records[step]))
 
 
@@ -73,25 +73,32 @@ def has_subset(traj) -> bool:
     return any(r.subset_idx is not None for r in traj.records)
 
 
-def entropy_caption(traj) -> str:
+def entropy_caption(traj, rec) -> str:
+    """The entropy chart's caption; rec: the step the slider shows."""
     text = (
         "Entropy: how spread out the posterior weights are, in nats: log N if every training "
         "image were equally likely, 0 if one image held all the weight. The exact global entropy "
         "(blue, over all N images) collapses as the SNR rises."
     )
     if any(r.pixel_entropy is not None for r in traj.records):
-        text += (" The mean per-pixel entropy (orange) of the local posteriors does not fall as "
-                 "far: see *ties* under the images.")
+        text += " The mean per-pixel entropy (orange) of the local posteriors does not fall as far"
+        text += (": see *ties* under the images." if rec.pixel_entropy is not None else
+                 " (why: *ties*, under the images at a step with per-pixel posteriors; this "
+                 f"{rec.method} step has none).")
     return text + " Faint lines: the other samples; ring: the chosen step."
 
 
-def support_caption(traj) -> str:
+def support_caption(traj, rec) -> str:
+    """The support chart's caption; rec: the step the slider shows."""
     text = ("How many training images really matter, three ways (perplexity, ESS, k_0.99: the "
             "fewest images holding 99% of the weight).")
     if has_subset(traj):
         text += (" Against them GoldDiff's budgets: it screens $m_t$ and keeps $k_t$. Once the "
                  "true support drops far below $k_t$, a small subset is enough, if it holds the "
-                 "right images (W_S below).")
+                 "right images")
+        text += (" (W_S below)." if rec.subset_idx is not None else
+                 f" (W_S, shown below at the steps that have a subset; this {rec.method} step "
+                 "has none).")
     return text
 
 
@@ -155,7 +162,8 @@ def numbers(traj, step: int, sample: int) -> None:
         help=f"{LABELS['recall']}: the share of the exact posterior's k_t heaviest images that "
         "S_t holds. Once nearly all weight sits on fewer than k_t images the rest of that "
         "top-k_t are ties at about 0, so recall can read high while W_S is 0, or low while W_S "
-        "is 1.",
+        "is 1. It reads — under the adaptive and local subsets: their k_t differs from sample "
+        "to sample, and the run keeps no top-k_t per sample to compare with.",
     )
     st.caption(numbers_caption(rec, sample))
     if warning := galleries.miss_warning(traj, step, sample):

@@ -370,3 +370,20 @@ def test_a_tour_link_opens_its_stop_and_next_back_close_move_it():
     at.button(key="ex_tour_close").click().run()
     ok(at)
     assert "tour" not in at.query_params and at.button(key="ex_tour_start")
+
+
+def test_chart_captions_point_below_only_to_what_the_step_shows(digits):
+    """A local run's Wiener steps have no golden subset and no per-pixel posterior: the support
+    and entropy captions must not send the reader to a W_S or a *ties* note that is not there."""
+    from app_pages.explorer_views import entropy_caption, support_caption
+
+    den = golddiff.make_denoiser("golddiff", digits, device="cpu", subset="local")
+    traj = golddiff.sample(den, steps=5, n=2, seed=0)
+    kinds = {r.subset_idx is not None for r in traj.records}
+    assert kinds == {True, False}  # the run has Wiener steps and subset steps
+    for rec in traj.records:
+        sup, ent = support_caption(traj, rec), entropy_caption(traj, rec)
+        assert ("(W_S below)" in sup) == (rec.subset_idx is not None)
+        assert ("see *ties* under the images" in ent) == (rec.pixel_entropy is not None)
+        if rec.subset_idx is None:
+            assert rec.method in sup and rec.method in ent

@@ -185,7 +185,8 @@ class DenoiserParams:
         "k_min",
         int,
         None,
-        "smallest golden subset k_t, reached at t = 0 (default ~N/20)",
+        "smallest golden subset k_t, reached at t = 0 (default ~N/20); used by the schedule "
+        "subset only (adaptive and local size their subsets themselves)",
         GOLD,
         low=1,
     )
@@ -194,7 +195,8 @@ class DenoiserParams:
         int,
         None,
         "largest golden subset k_t at high noise, and the proxy screen's output size "
-        "(default ~N/10)",
+        "(default ~N/10); adaptive draws at most 4 k_max images per sample, and local scales "
+        "every size by it (k_max/4 per quadrant, k_max/150 per anchor, k_max/10 tail images)",
         GOLD,
         low=1,
     )
