@@ -64,42 +64,13 @@ def screen(cfg, traj, step: int, sample: int) -> None:
         config=chart_config(f"step_t{traj.records[step].t}"),
         theme=None,  # keep the figure's own colour scales (the theme recolours the spread map)
     )
-    left.caption(entropy_caption(traj, traj.records[step]))
-    mid.caption(support_caption(traj, traj.records[step]))
+    left.caption(figures.entropy_caption(traj, traj.records[step]))
+    mid.caption(figures.support_caption(traj, traj.records[step]))
     right.caption(step_caption(traj.records[step]))
 
 
 def has_subset(traj) -> bool:
     return any(r.subset_idx is not None for r in traj.records)
-
-
-def entropy_caption(traj, rec) -> str:
-    """The entropy chart's caption; rec: the step the slider shows."""
-    text = (
-        "Entropy: how spread out the posterior weights are, in nats: log N if every training "
-        "image were equally likely, 0 if one image held all the weight. The exact global entropy "
-        "(blue, over all N images) collapses as the SNR rises."
-    )
-    if any(r.pixel_entropy is not None for r in traj.records):
-        text += " The mean per-pixel entropy (orange) of the local posteriors does not fall as far"
-        text += (": see *ties* under the images." if rec.pixel_entropy is not None else
-                 " (why: *ties*, under the images at a step with per-pixel posteriors; this "
-                 f"{rec.method} step has none).")
-    return text + " Faint lines: the other samples; ring: the chosen step."
-
-
-def support_caption(traj, rec) -> str:
-    """The support chart's caption; rec: the step the slider shows."""
-    text = ("How many training images really matter, three ways (perplexity, ESS, k_0.99: the "
-            "fewest images holding 99% of the weight).")
-    if has_subset(traj):
-        text += (" Against them GoldDiff's budgets: it screens $m_t$ and keeps $k_t$. Once the "
-                 "true support drops far below $k_t$, a small subset is enough, if it holds the "
-                 "right images")
-        text += (" (W_S below)." if rec.subset_idx is not None else
-                 f" (W_S, shown below at the steps that have a subset; this {rec.method} step "
-                 "has none).")
-    return text
 
 
 @st.cache_resource(show_spinner=False, max_entries=64)
@@ -153,7 +124,7 @@ def numbers(traj, step: int, sample: int) -> None:
         if has_subset(traj):  # hybrid's Wiener steps
             st.caption(f"This {rec.method} step uses no golden subset.")
         return
-    m[4].metric("m_t (coarse pool)", fmt(rec.m_t, ","))
+    m[4].metric("m_t (coarse pool)", fmt(galleries.pool_size(rec, sample), ","))
     m[5].metric("k_t (golden subset)", fmt(galleries.subset_size(rec, sample), ","))
     m[6].metric(LABELS["captured_mass"], f"{rec.captured_mass[sample]:.3f}")
     m[7].metric(
@@ -187,6 +158,8 @@ def numbers_caption(rec, sample: int) -> str:
             f"sits on about {ppl:.3g} images, so the rest of its top {rec.k_t:,} have weight ~0 "
             "and recall counts them as much as the ones that matter."
         )
+    if rec.m_b is not None:  # the local subset: what S_t is at this step
+        text += " " + galleries.local_step_makeup(rec)
     return text
 
 
@@ -248,5 +221,6 @@ def takeaways(cfg, traj, sample: int, data) -> None:
 
 
 def adaptive_k(traj, step: int) -> None:
-    if (k_fig := subset_figures.k_per_sample(traj, step)) is not None:  # adaptive subset only
+    if (k_fig := subset_figures.k_per_sample(traj, step)) is not None:  # adaptive, local
         st.plotly_chart(k_fig, key="ex_k_adaptive")
+        st.caption(subset_figures.k_per_sample_caption(traj))

@@ -375,15 +375,41 @@ def test_a_tour_link_opens_its_stop_and_next_back_close_move_it():
 def test_chart_captions_point_below_only_to_what_the_step_shows(digits):
     """A local run's Wiener steps have no golden subset and no per-pixel posterior: the support
     and entropy captions must not send the reader to a W_S or a *ties* note that is not there."""
-    from app_pages.explorer_views import entropy_caption, support_caption
-
     den = golddiff.make_denoiser("golddiff", digits, device="cpu", subset="local")
     traj = golddiff.sample(den, steps=5, n=2, seed=0)
     kinds = {r.subset_idx is not None for r in traj.records}
     assert kinds == {True, False}  # the run has Wiener steps and subset steps
     for rec in traj.records:
-        sup, ent = support_caption(traj, rec), entropy_caption(traj, rec)
+        sup, ent = figures.support_caption(traj, rec), figures.entropy_caption(traj, rec)
         assert ("(W_S below)" in sup) == (rec.subset_idx is not None)
         assert ("see *ties* under the images" in ent) == (rec.pixel_entropy is not None)
         if rec.subset_idx is None:
             assert rec.method in sup and rec.method in ent
+
+
+def test_local_numbers_say_what_each_regime_built(digits):
+    """Under the local subset the m_t metric is this sample's own pool: equal to its k_t where the
+    pool is the subset (flat and sharp steps), and the captions name anchors only on the steps
+    that refined at anchors."""
+    from app_pages.explorer_views import numbers_caption
+    from golddiff.denoise import local_subset as ls
+
+    den = golddiff.make_denoiser("golddiff", digits, device="cpu", subset="local")
+    traj = golddiff.sample(den, steps=10, n=3, seed=1)
+    regimes = set()
+    for rec in traj.records:
+        if rec.m_b is None:
+            assert rec.method == "wiener"
+            continue
+        for b in range(3):
+            m, k = galleries.pool_size(rec, b), galleries.subset_size(rec, b)
+            assert m == int(rec.m_b[b]) and k == int(rec.k_b[b])
+            sharp, flat = rec.snr >= ls.SHARP_SNR, rec.snr < ls.FLAT_SNR
+            regimes.add("sharp" if sharp else "flat" if flat else "anchors")
+            if sharp or flat:
+                assert m == k
+            text = numbers_caption(rec, b)
+            assert ("anchor" in text) == (not sharp and not flat)
+            assert ("uniform tail" in text) == (not flat and rec.snr < ls.TAIL_SNR and not sharp)
+            assert ("anchor" in galleries._local_miss(rec)) == (not sharp)
+    assert regimes == {"sharp", "flat", "anchors"}

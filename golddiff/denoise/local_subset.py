@@ -33,7 +33,8 @@ Sharp regime: from SHARP_SNR (t <= 111 on the 10-step grid) each pixel's posteri
    sparse (about 5% of entries) and the kernel's sparse product makes every image cheap. So the
    pool itself is the subset: the SHARP_PATCHES x SHARP_PATCHES patches' nearest images, no
    refinement, no tail. From POINT_SNR (the last step, t = 0) each pixel's posterior is a point
-   mass and a much smaller pool of the same screen is the full scan to r^2 1.000.
+   mass and a much smaller pool of the same screen (k_max // 100 per patch, at least 50) is the
+   full scan to r^2 1.000.
 4. aggregate: the exact per-pixel softmax over R and the tail with those offsets, through the one
    kernel (`Corpus.posterior`).
 
@@ -69,7 +70,8 @@ SHARP_SNR = 5.0  # from this SNR (t <= 111) the pool is the subset, no refinemen
 SHARP_PATCHES = 3  # ... screened on 3 x 3 patches
 SHARP_POOL_PER_K = 9  # ... k_max // SHARP_POOL_PER_K per patch
 POINT_SNR = 100.0  # from this SNR (t = 0) ...
-POINT_POOL_PER_K = 100  # ... k_max // POINT_POOL_PER_K per patch
+POINT_POOL_PER_K = 100  # ... k_max // POINT_POOL_PER_K per patch,
+POINT_POOL_MIN = 50  # ... and at least this many (mnist-5k's k_max 500 would leave 5: r^2 0.991)
 
 
 @dataclass(frozen=True)
@@ -87,12 +89,14 @@ class LocalPlan:
 def local_plan(k_max: int, N: int, snr: float) -> LocalPlan:
     """The plan of a screened step at this SNR (from FLAT_SNR up), for k_max and N images. At
     k_max 6000: (2, 1500, 40, 600) below TAIL_SNR, (2, 1500, 60, 0) below SHARP_SNR, (3, 666,
-    None, 0) below POINT_SNR, (3, 60, None, 0) from there."""
-    def per(k: int) -> int:
-        return min(N, max(1, k_max // k))
+    None, 0) below POINT_SNR, (3, 60, None, 0) from there (at least POINT_POOL_MIN per patch,
+    at most the sharp regime's)."""
+    def per(k: int, least: int = 1) -> int:
+        return min(N, max(least, k_max // k))
 
     if snr >= POINT_SNR:
-        return LocalPlan(SHARP_PATCHES, per(POINT_POOL_PER_K), None, 0)
+        r1 = min(per(SHARP_POOL_PER_K), per(POINT_POOL_PER_K, POINT_POOL_MIN))  # <= sharp's
+        return LocalPlan(SHARP_PATCHES, r1, None, 0)
     if snr >= SHARP_SNR:
         return LocalPlan(SHARP_PATCHES, per(SHARP_POOL_PER_K), None, 0)
     r1 = per(POOL_PER_K)
@@ -307,6 +311,7 @@ def local_denoise(den, x_t: torch.Tensor, t: int, abar: float, generator) -> Den
         m_t=int(round(sum(pools) / len(pools))),
         k_t=int(round(float(k_b.float().mean()))),
         k_b=k_b,
+        m_b=torch.tensor(pools, device=den.device),
         timings={"screen": t1 - t0, "select": 0.0, "aggregate": t2 - t1},
     )
 

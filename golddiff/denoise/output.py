@@ -23,6 +23,7 @@ class DenoiseOutput:
     # (B,) bool: the sample screened all N (nearest) this step
     pool_nearest: torch.Tensor | None = None
     k_b: torch.Tensor | None = None  # (B,) adaptive: distinct images aggregated per sample (k_t)
+    m_b: torch.Tensor | None = None  # (B,) local: candidates screened per sample (its m_t)
     # (B, k) adaptive: each subset image's log weight log C_i - log q_i (-inf on the padding)
     subset_offset: torch.Tensor | None = None
     error_est: torch.Tensor | None = None  # (B,) adaptive: estimated one-step 1 - r^2

@@ -15,7 +15,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from ..run.records import LABELS
-from .galleries import top_count
+from .galleries import pool_size, subset_size, top_count
 from .style import MARGIN, snr_axis
 
 _NOW = "#111111"  # the chosen step's marker
@@ -131,6 +131,36 @@ def entropy_vs_snr(traj, step: int, sample: int) -> go.Figure:
     return fig
 
 
+def entropy_caption(traj, rec) -> str:
+    """The entropy chart's caption; rec: the step the slider shows."""
+    text = (
+        "Entropy: how spread out the posterior weights are, in nats: log N if every training "
+        "image were equally likely, 0 if one image held all the weight. The exact global entropy "
+        "(blue, over all N images) collapses as the SNR rises."
+    )
+    if any(r.pixel_entropy is not None for r in traj.records):
+        text += (" The mean per-pixel entropy (orange) of the local posteriors, over the images "
+                 "the step averages (so it also follows k_t), does not fall as far")
+        text += (": see *ties* under the images." if rec.pixel_entropy is not None else
+                 " (why: *ties*, under the images at a step with per-pixel posteriors; this "
+                 f"{rec.method} step has none).")
+    return text + " Faint lines: the other samples; ring: the chosen step."
+
+
+def support_caption(traj, rec) -> str:
+    """The support chart's caption; rec: the step the slider shows."""
+    text = ("How many training images really matter, three ways (perplexity, ESS, k_0.99: the "
+            "fewest images holding 99% of the weight).")
+    if any(r.subset_idx is not None for r in traj.records):
+        text += (" Against them GoldDiff's budgets: it screens $m_t$ and keeps $k_t$. Once the "
+                 "true support drops far below $k_t$, a small subset is enough, if it holds the "
+                 "right images")
+        text += (" (W_S below)." if rec.subset_idx is not None else
+                 f" (W_S, shown below at the steps that have a subset; this {rec.method} step "
+                 "has none).")
+    return text
+
+
 def support_vs_snr(traj, step: int, sample: int) -> go.Figure:
     """Effective support of the global posterior (perplexity, ESS, k_0.99) for the chosen sample
     against SNR, log-log, with GoldDiff's budgets k_t and m_t and N overlaid, and markers on the
@@ -151,9 +181,10 @@ def support_vs_snr(traj, step: int, sample: int) -> go.Figure:
                 hovertemplate="SNR %{x:.3g}<br>%{y:.4g}<extra>" + LABELS[name] + "</extra>",
             )
         )
-    budgets = [("k_t", "k_t (subset)"), ("m_t", "m_t (pool)")]
-    for name, label in budgets:
-        y = traj.scalars(name)
+    budgets = [("k_t", "k_t (subset)", subset_size), ("m_t", "m_t (pool)", pool_size)]
+    for name, label, size in budgets:  # this sample's sizes where they are per sample
+        y = np.array([np.nan if (v := size(r, sample)) is None else float(v)
+                      for r in traj.records])
         if np.isfinite(y).any():
             fig.add_trace(
                 go.Scatter(
@@ -177,7 +208,7 @@ def support_vs_snr(traj, step: int, sample: int) -> go.Figure:
         )
     )
     ys = [float(traj.series(k)[step, sample]) for k in ("perplexity", "ess", "k99")]
-    k_t = traj.records[step].k_t
+    k_t = subset_size(traj.records[step], sample)
     if k_t is not None:
         ys.append(float(k_t))
     fig.add_trace(

@@ -12,6 +12,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from ..data.datasets import to_uint8
+from ..denoise import local_subset
 
 GALLERY_SIZE = 16  # subset images shown per step
 TOP_SIZE = 8  # exact-posterior images shown beside the subset
@@ -302,6 +303,12 @@ def subset_size(rec, sample: int) -> int | None:
     return int(rec.k_b[sample]) if rec.k_b is not None else rec.k_t
 
 
+def pool_size(rec, sample: int) -> int | None:
+    """How many candidates this sample's screen kept: m_b[sample] where the pool is per sample
+    (local), else m_t (None: no pool)."""
+    return int(rec.m_b[sample]) if getattr(rec, "m_b", None) is not None else rec.m_t
+
+
 def subset_caption(rec, sample: int, w: np.ndarray, n: int = GALLERY_SIZE) -> str:
     """What the golden-subset gallery shows (S_t ranked by exact global weight w, (k,))."""
     shown = float(np.sum(np.asarray(w)[:n]))
@@ -316,6 +323,9 @@ def subset_caption(rec, sample: int, w: np.ndarray, n: int = GALLERY_SIZE) -> st
     )
     if ws < MISS_MASS and missed_floor(rec, sample) is not None:
         text += " Here $S_t$ missed the posterior, so even its first images have little weight."
+    if len(w) and float(np.max(np.asarray(w)[:n])) < 5e-4:
+        text += (" Every image shown has an exact global weight of about 0, so this order says "
+                 "little; *Where each pixel comes from* shows which of them the pixels use.")
     return text
 
 
@@ -366,7 +376,7 @@ def miss_warning(traj, step: int, sample: int) -> str | None:
             if lost
             else ""
         )
-        + (_LOCAL_MISS if subset_mode(traj) == "local" else _POOL_MISS)
+        + (_local_miss(rec) if subset_mode(traj) == "local" else _POOL_MISS)
     )
 
 
@@ -376,11 +386,37 @@ _POOL_MISS = (
     "*Pool auto fixes it* scenario): it screens all N images once the posterior is this "
     "concentrated."
 )
-_LOCAL_MISS = (
-    ". The local screen keeps, per neighbourhood, the images that each pixel's own posterior "
-    "weighs (the nearest on each patch of the proxy grid, then, from the flat steps until SNR 5, "
-    "the nearest per anchor pixel by that pixel's masked distance); the images that best match "
-    "the **whole** image need not be among them. Whether the guess suffers shows in its one-step "
-    "r^2 against the full scan (Compare page); where it does, a larger **k_max** keeps more per "
-    "patch and per anchor."
-)
+def local_step_makeup(rec) -> str:
+    """What S_t is made of at this step of a local-subset run (its regime, by SNR)."""
+    if rec.snr < local_subset.FLAT_SNR:
+        return ("Under the local subset this step's $S_t$ is a uniform draw of k_t images "
+                "(nothing screened: the posterior is still flat).")
+    if rec.snr >= local_subset.SHARP_SNR:
+        return ("Under the local subset the screened pool is $S_t$ itself at this step "
+                "(m_t = k_t): each pixel's posterior sits on a few images of its own "
+                "neighbourhood.")
+    if rec.snr < local_subset.TAIL_SNR:
+        return ("Under the local subset $S_t$ is what the anchor-pixel refinement kept of the m_t "
+                "screened, plus a uniform tail drawn from the rest of the N images (weighted by "
+                "their odds), so not every image of $S_t$ was screened.")
+    return ("Under the local subset $S_t$ is what the anchor-pixel refinement kept of the m_t "
+            "screened.")
+
+
+def _local_miss(rec) -> str:
+    """The miss warning's explanation under subset="local", for the regime of this step."""
+    if rec.snr >= local_subset.SHARP_SNR:
+        how = ("the nearest on each of 3 x 3 patches of the proxy grid, taken as they are (from "
+               "SNR 5 each pixel's posterior sits on a few images of its own neighbourhood)")
+        more = "per patch"
+    else:
+        how = ("the nearest on each quadrant of the proxy grid, refined at anchor pixels by each "
+               "anchor's own masked distance"
+               + (", plus a uniform tail" if rec.snr < local_subset.TAIL_SNR else ""))
+        more = "per quadrant and per anchor"
+    return (
+        ". The local screen keeps, per neighbourhood, the images that each pixel's own posterior "
+        f"weighs ({how}); the images that best match the **whole** image need not be among them. "
+        "Whether the guess suffers shows in its one-step r^2 against the full scan (Compare "
+        f"page); where it does, a larger **k_max** keeps more {more}."
+    )

@@ -104,5 +104,6 @@ def sources_caption(src, rec, n: int = len(SOURCE_COLORS)) -> str:
                        "same source.")
     return text + (
         " GoldDiff's and pca's posteriors are per pixel (PCA locality), so $\\hat x_0$ is a "
-        "mosaic of pieces of different training images; scrub towards t = 0 to watch it form."
+        "mosaic of pieces of different training images"
+        + ("." if rec.t == 0 else "; scrub towards t = 0 to watch it form.")
     )

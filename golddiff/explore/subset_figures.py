@@ -90,6 +90,18 @@ def frontier_figure(js: dict, key: str = "cpu_total_speedup") -> go.Figure:
     return fig
 
 
+def k_per_sample_caption(traj) -> str:
+    """What the k_t-per-sample chart shows, for the run's subset mode."""
+    if subset_mode(traj) == "local":
+        return ("Each line: one sample's golden-subset size k_t at the steps that have a subset "
+                "(the Wiener steps at the highest noise have none): a uniform draw while the "
+                "posterior is flat, then what the anchor refinement keeps of each sample's "
+                "candidates, and from SNR 5 the patch screens' whole pool; the last step, where "
+                "each pixel's posterior is a single image, keeps a pool no larger than that.")
+    return ("Each line: one sample's k_t, the distinct images its importance draws reached before "
+            "the estimated one-step error fell below the tolerance (or the cap of 4 k_max draws).")
+
+
 def k_per_sample(traj, step: int | None = None) -> go.Figure | None:
     """k_t of each sample (one line each) against SNR, from an adaptive run's records (`k_b`);
     None when the run used the fixed schedule. step: optional index of the chosen step (marker)."""
@@ -105,7 +117,8 @@ def k_per_sample(traj, step: int | None = None) -> go.Figure | None:
                        opacity=0.8)
         )
     if step is not None and 0 <= step < len(traj.records):
-        fig.add_vline(x=traj.records[step].snr, line_dash="dot", line_color="#111111")
+        fig.add_vline(x=traj.records[step].snr, line_dash="dot", line_color="#111111",
+                      annotation_text=f"t = {traj.records[step].t}")
     snr_axis(fig)
     fig.update_yaxes(type="log", title_text="k_t: images aggregated")
     fig.update_layout(

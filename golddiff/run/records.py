@@ -56,7 +56,8 @@ LABELS = {
     "onestep_r2": "one-step r^2 vs full-scan PCA",
     "onestep_mse": "one-step MSE vs full-scan PCA",
     "search_recall": "recall of the approximate proxy search",
-    "k_b": "k_t per sample (adaptive)",
+    "k_b": "k_t per sample (adaptive, local)",
+    "m_b": "m_t per sample (local)",
     "error_est": "estimated one-step 1 - r^2 (adaptive)",
     "tail": "uniform tail images of the estimate",
 }
@@ -135,6 +136,7 @@ class StepRecord:
     )
     # backend (faiss-ivf) found; None where the search was exact
     k_b: np.ndarray | None = None  # (B,) adaptive subset: distinct images aggregated (its k_t)
+    m_b: np.ndarray | None = None  # (B,) local subset: candidates screened per sample (its m_t)
     # (B, k) adaptive subset: log C_i - log q_i of each subset image (-inf on the padding)
     subset_offset: np.ndarray | None = None
     error_est: np.ndarray | None = None  # (B,) adaptive subset: estimated one-step 1 - r^2
@@ -342,6 +344,8 @@ def make_record(
         rec.pool_nearest = _np(out.pool_nearest)
     if out.k_b is not None:
         rec.k_b, rec.error_est = _np(out.k_b), _np(out.error_est)
+    if out.m_b is not None:
+        rec.m_b = _np(out.m_b)
     if out.subset_offset is not None:
         rec.subset_offset = _np(out.subset_offset)
     if out.subset is not None:
