@@ -406,8 +406,8 @@ def local_step_makeup(rec) -> str:
 def _local_miss(rec) -> str:
     """The miss warning's explanation under subset="local", for the regime of this step."""
     if rec.snr >= local_subset.SHARP_SNR:
-        how = ("the nearest on each of 3 x 3 patches of the proxy grid, taken as they are (from "
-               "SNR 5 each pixel's posterior sits on a few images of its own neighbourhood)")
+        how = ("the nearest on each of 3 x 3 patches of the proxy grid, taken as they are, since "
+               "from SNR 5 each pixel's posterior sits on a few images of its own neighbourhood")
         more = "per patch"
     else:
         how = ("the nearest on each quadrant of the proxy grid, refined at anchor pixels by each "
