@@ -159,7 +159,7 @@ def numbers_caption(rec, sample: int) -> str:
             "and recall counts them as much as the ones that matter."
         )
     if rec.m_b is not None:  # the local subset: what S_t is at this step
-        text += " " + galleries.local_step_makeup(rec)
+        text += " " + galleries.local_step_makeup(rec, sample)
     return text
 
 

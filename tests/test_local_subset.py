@@ -121,7 +121,7 @@ def test_gaussian_regime_is_the_wiener_step_and_high_snr_has_no_tail():
     assert out.method == "wiener" and out.subset is None
     torch.testing.assert_close(out.x0_hat, wie.denoise(x, t).x0_hat)
     t = next(t for t in range(1000) if sched.snr(t) < ls.TAIL_SNR) - 1  # SNR at least TAIL_SNR
-    rows, offs, _, heads = ls.local_subset(
+    rows, offs, _, heads, _ = ls.local_subset(
         loc, x, sched.abar(t), loc.mask(t, sched.abar(t)), [torch.Generator()] * 3)
     assert [int(r.shape[0]) for r in rows] == heads and all(bool((o == 0).all()) for o in offs)
 
@@ -181,7 +181,7 @@ def test_sharp_regime_subset_is_each_patch_nearest_by_the_plain_proxy_distance()
         plan = ls.local_plan(200, ds.N, sched.snr(t))
         assert plan.per_anchor is None and plan.tail == 0 and plan.patches == ls.SHARP_PATCHES
         x = torch.randn(2, ds.D, generator=torch.Generator().manual_seed(t))
-        rows, offs, pools, heads = ls.local_subset(
+        rows, offs, pools, heads, _ = ls.local_subset(
             loc, x, abar, loc.mask(t, abar), [torch.Generator()] * 2)
         index = loc.corpus.proxy(4, "torch", None)
         P, q = index.P.numpy(), index.query(x).numpy()
@@ -195,3 +195,86 @@ def test_sharp_regime_subset_is_each_patch_nearest_by_the_plain_proxy_distance()
                 want |= set(np.argsort(d, kind="stable")[: plan.per_patch].tolist())
             assert set(rows[b].tolist()) == want and pools[b] == heads[b] == len(want)
             assert bool((offs[b] == 0).all())
+
+
+def _state_at(sched, lo, hi):
+    """A timestep whose SNR lies in [lo, hi)."""
+    return next(t for t in range(999, -1, -1) if lo <= sched.snr(t) < hi)
+
+
+def test_carried_images_join_the_head_and_leave_the_tail():
+    """Joining a carry to a screened step: the head becomes the screened head plus the carried
+    images (weight 0 offsets), none of them is drawn into the tail, and c_b counts the carried
+    images the screen had not found. Flat and last (point) steps take no carry."""
+    ds = structured_ds()
+    sched = NoiseSchedule()
+    loc = make_denoiser("golddiff", ds, sched, device="cpu", subset="local", k_max=200, low_res=4)
+    x = torch.randn(2, ds.D, generator=torch.Generator().manual_seed(2))
+    carry = [torch.tensor([0, 5, 77, 598]), torch.tensor([3, 3, 400])]
+    for lo, hi in ((ls.FLAT_SNR, ls.TAIL_SNR), (ls.TAIL_SNR, ls.SHARP_SNR),
+                   (ls.SHARP_SNR, ls.POINT_SNR)):
+        t = _state_at(sched, lo, hi)
+        abar, M = sched.abar(t), loc.mask(t, sched.abar(t))
+        gens = [torch.Generator().manual_seed(9), torch.Generator().manual_seed(10)]
+        bare = ls.local_subset(loc, x, abar, M, gens)
+        gens = [torch.Generator().manual_seed(9), torch.Generator().manual_seed(10)]
+        got = ls.local_subset(loc, x, abar, M, gens, carry)
+        assert ls.takes_carry(sched.snr(t))
+        for b in range(2):
+            old = set(bare.rows[b][: bare.heads[b]].tolist())
+            head = got.rows[b][: got.heads[b]].tolist()
+            assert set(head) == old | set(carry[b].tolist()) and len(head) == len(set(head))
+            assert got.carried[b] == len(set(carry[b].tolist()) - old)
+            assert bool((got.offsets[b][: got.heads[b]] == 0).all())
+            assert not set(got.rows[b][got.heads[b] :].tolist()) & set(head)
+    for lo, hi in ((ls.GAUSS_SNR, ls.FLAT_SNR), (ls.POINT_SNR, math.inf)):
+        t = _state_at(sched, lo, hi)
+        assert not ls.takes_carry(sched.snr(t))
+        abar, M = sched.abar(t), loc.mask(t, sched.abar(t))
+        a = ls.local_subset(loc, x, abar, M, [torch.Generator().manual_seed(4)] * 2)
+        b = ls.local_subset(loc, x, abar, M, [torch.Generator().manual_seed(4)] * 2, carry)
+        assert all(torch.equal(u, v) for u, v in zip(a.rows, b.rows)) and b.carried == [0, 0]
+
+
+def test_carry_is_the_images_whose_mean_pixel_weight_reaches_the_threshold():
+    """What a step hands on is exactly the subset images whose per-pixel softmax weight,
+    averaged over pixels, is at least CARRY_WEIGHT: recomputed here in float64 numpy from the
+    masked distances and the tail's log weights."""
+    ds = structured_ds()
+    sched = NoiseSchedule()
+    loc = make_denoiser("golddiff", ds, sched, device="cpu", subset="local", k_max=200, low_res=4)
+    X = ds.flat().double().numpy()
+    for lo, hi in ((ls.FLAT_SNR, ls.TAIL_SNR), (ls.SHARP_SNR, ls.POINT_SNR)):
+        t = _state_at(sched, lo, hi)
+        abar = sched.abar(t)
+        x = math.sqrt(abar) * ds.flat()[:2] + math.sqrt(1 - abar) * torch.randn(
+            2, ds.D, generator=torch.Generator().manual_seed(t))
+        out = loc.denoise(x, t, torch.Generator().manual_seed(1))
+        M = loc.mask(t, abar).double().numpy()
+        for b in range(2):
+            k = int(out.k_b[b])
+            rows = out.subset[b, :k].numpy()
+            d = (x[b].double().numpy()[None] - math.sqrt(abar) * X[rows]) ** 2  # (k, D)
+            logit = -(d @ M) / (2 * (1 - abar)) + out.subset_offset[b, :k].double().numpy()[:, None]
+            w = np.exp(logit - logit.max(0))
+            w /= w.sum(0)  # (k, D) each pixel's softmax over the rows
+            want = set(rows[w.mean(1) >= ls.CARRY_WEIGHT].tolist())
+            close = np.abs(w.mean(1) - ls.CARRY_WEIGHT) < 1e-6  # float32 may round either way
+            got = set(out.carry[b].tolist())
+            assert got ^ want <= set(rows[close].tolist()) and got
+    t = _state_at(sched, ls.GAUSS_SNR, ls.FLAT_SNR)
+    assert loc.denoise(x, t, torch.Generator().manual_seed(1)).carry is None  # a uniform draw
+
+
+def test_one_step_protocol_on_its_own_trajectory_repeats_it():
+    """Fed the states of its own run with the run's streams, the local subset gives back that
+    run's x0_hat at every step: the one-step protocol hands the carry on as the sampler does."""
+    from golddiff.run.bench import onestep_samples
+    from golddiff.denoise.streams import SampleStreams
+
+    ds = structured_ds()
+    loc = make_denoiser("golddiff", ds, device="cpu", subset="local", k_max=200, low_res=4)
+    traj = sample(loc, steps=8, n=3, seed=4, diagnostics="none")
+    assert any(r.c_b is not None and int(r.c_b.sum()) > 0 for r in traj.records)
+    mse, _ = onestep_samples(loc, traj, SampleStreams(4, range(3)))
+    assert float(mse.max()) == 0.0

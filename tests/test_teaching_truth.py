@@ -389,8 +389,9 @@ def test_chart_captions_point_below_only_to_what_the_step_shows(digits):
 
 def test_local_numbers_say_what_each_regime_built(digits):
     """Under the local subset the m_t metric is this sample's own pool: equal to its k_t where the
-    pool is the subset (flat and sharp steps), and the captions name anchors only on the steps
-    that refined at anchors."""
+    pool is the subset (flat steps), the pool plus the images carried in on the sharp steps, and
+    the captions name anchors only on the steps that refined at anchors and a carry only where
+    images were carried in."""
     from app_pages.explorer_views import numbers_caption
     from golddiff.denoise import local_subset as ls
 
@@ -406,10 +407,14 @@ def test_local_numbers_say_what_each_regime_built(digits):
             assert m == int(rec.m_b[b]) and k == int(rec.k_b[b])
             sharp, flat = rec.snr >= ls.SHARP_SNR, rec.snr < ls.FLAT_SNR
             regimes.add("sharp" if sharp else "flat" if flat else "anchors")
-            if sharp or flat:
-                assert m == k
+            c = int(rec.c_b[b])
+            if flat:
+                assert m == k and c == 0
+            if sharp:
+                assert k == m + c
             text = numbers_caption(rec, b)
+            assert ("carried on" in text) == (c > 0)
             assert ("anchor" in text) == (not sharp and not flat)
             assert ("uniform tail" in text) == (not flat and rec.snr < ls.TAIL_SNR and not sharp)
-            assert ("anchor" in galleries._local_miss(rec)) == (not sharp)
+            assert ("anchor" in galleries._local_miss(rec)) == (not sharp and not flat)
     assert regimes == {"sharp", "flat", "anchors"}

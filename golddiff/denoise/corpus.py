@@ -152,8 +152,8 @@ class Corpus:
         if weights and self.sharded:  # normalised by the merged sums: a second, local pass
             acc.image_w = posterior(x_t, self.X, M, abar, tau, idx=rows, offsets=offs,
                                     moments=0, weights=True, lse=acc.lse()).image_w
-        if weights and isinstance(subset, torch.Tensor):
-            acc.image_w = self._spread_back(acc.image_w, where, subset.shape)
+        if weights:
+            acc.image_w = self._spread_back(acc.image_w, where, subset)
         return acc
 
     def comm_merge(self, acc: StreamingSoftmax) -> StreamingSoftmax:
@@ -202,14 +202,22 @@ class Corpus:
         offs = None if offsets is None else [o[j] for o, j in zip(offsets, where)]
         return rows, offs, where
 
-    def _spread_back(self, image_w: list, where, shape) -> torch.Tensor:
-        """(B, k) image weights from each sample's (k_b,) weights of its rows on this rank."""
+    def _spread_back(self, image_w: list, where, subset):
+        """Each sample's weights of its whole subset from its (k_b,) weights of the rows on this
+        rank (one process: as they are): a (B, k) tensor for a (B, k) subset, else one (k_b,)
+        tensor per sample. Every image is held by one rank, so the ranks' sums fill it."""
         if where is None:
-            return torch.stack(image_w)
-        out = torch.zeros(shape, dtype=image_w[0].dtype, device=self.device)
-        for b, (j, w) in enumerate(zip(where, image_w)):
-            out[b, j] = w
-        return self.comm.all_reduce(out)
+            return torch.stack(image_w) if isinstance(subset, torch.Tensor) else image_w
+        sizes = [int(s.shape[0]) for s in subset]
+        out = torch.zeros(sum(sizes), dtype=image_w[0].dtype, device=self.device)  # (sum k_b,)
+        start = 0
+        for j, w, k in zip(where, image_w, sizes):
+            out[start + j] = w
+            start += k
+        out = self.comm.all_reduce(out)
+        if isinstance(subset, torch.Tensor):
+            return out.view(subset.shape)
+        return list(out.split(sizes))
 
     def _proxies(self, low_res: int) -> torch.Tensor:
         """(N, d) proxies built chunk by chunk (out-of-core); float16 when float32 would pass

@@ -35,8 +35,15 @@ Sharp regime: from SHARP_SNR (t <= 111 on the 10-step grid) each pixel's posteri
    refinement, no tail. From POINT_SNR (the last step, t = 0) each pixel's posterior is a point
    mass and a much smaller pool of the same screen (k_max // 100 per patch, at least 50) is the
    full scan to r^2 1.000.
+Carry: a step hands on to the next the images of its subset whose mean per-pixel weight is at
+   least CARRY_WEIGHT (`carry_out`), and the next screened step (below POINT_SNR) joins them to its
+   head (`with_carry`), with weight 0 like every head image, so the tail is drawn from the rest as
+   before. The images a pixel's posterior held at t + 1 are where that pixel's posterior looks at t,
+   and a patch screen on a noisy x_t misses many of them; the previous step already weighed them
+   exactly, so they cost nothing to find. The sampler and the one-step protocol pass `out.carry`
+   from each call to the next along one trajectory.
 4. aggregate: the exact per-pixel softmax over R and the tail with those offsets, through the one
-   kernel (`Corpus.posterior`).
+   kernel (`Corpus.posterior`), which also gives each image's mean weight for the carry.
 
 In one process, out of core and over a sharded corpus (`--shard corpus`) the same code runs: each
 rank scores the rows it holds and `nearest_r` keeps the global nearest with one tie rule (lowest
@@ -49,6 +56,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 
@@ -58,7 +66,7 @@ from .streams import DRAWS, SampleStreams
 
 PATCHES = 2  # patches per side of the proxy grid (2: the four quadrants)
 ANCHOR_STRIDE = 4  # an anchor pixel every 4 pixels in each direction (7 x 7 on 28 x 28)
-POOL_PER_K = 4  # r1 = k_max // POOL_PER_K candidates per patch
+POOL_PER_K = 5  # r1 = k_max // POOL_PER_K candidates per patch
 HEAD_PER_K = 150  # r2 = k_max // HEAD_PER_K head images per anchor
 HEAD_PER_K_NO_TAIL = 100  # ... and from TAIL_SNR, with no tail, k_max // HEAD_PER_K_NO_TAIL
 TAIL_PER_K = 10  # m = k_max // TAIL_PER_K uniform tail images
@@ -72,6 +80,20 @@ SHARP_POOL_PER_K = 9  # ... k_max // SHARP_POOL_PER_K per patch
 POINT_SNR = 100.0  # from this SNR (t = 0) ...
 POINT_POOL_PER_K = 100  # ... k_max // POINT_POOL_PER_K per patch,
 POINT_POOL_MIN = 50  # ... and at least this many (mnist-5k's k_max 500 would leave 5: r^2 0.991)
+CARRY_WEIGHT = 3e-4  # an image whose mean per-pixel weight is at least this goes on to the next
+# step (3e-4 x 784 pixels: a quarter of one pixel's posterior, or the same spread over more pixels)
+
+
+def regime(snr: float) -> str:
+    """The regime of a local-subset step at this SNR, the one place its thresholds are compared:
+    "gauss" (the Wiener closed form), "flat" (a uniform draw), "tail" (quadrant screen, anchor
+    head, uniform tail), "anchors" (the same, no tail), "sharp" (3 x 3 patch pool as the subset)
+    or "point" (the same screen, a small pool)."""
+    for name, upto in (("gauss", GAUSS_SNR), ("flat", FLAT_SNR), ("tail", TAIL_SNR),
+                       ("anchors", SHARP_SNR), ("sharp", POINT_SNR)):
+        if snr < upto:
+            return name
+    return "point"
 
 
 @dataclass(frozen=True)
@@ -88,19 +110,20 @@ class LocalPlan:
 
 def local_plan(k_max: int, N: int, snr: float) -> LocalPlan:
     """The plan of a screened step at this SNR (from FLAT_SNR up), for k_max and N images. At
-    k_max 6000: (2, 1500, 40, 600) below TAIL_SNR, (2, 1500, 60, 0) below SHARP_SNR, (3, 666,
+    k_max 6000: (2, 1200, 40, 600) below TAIL_SNR, (2, 1200, 60, 0) below SHARP_SNR, (3, 666,
     None, 0) below POINT_SNR, (3, 60, None, 0) from there (at least POINT_POOL_MIN per patch,
     at most the sharp regime's)."""
     def per(k: int, least: int = 1) -> int:
         return min(N, max(least, k_max // k))
 
-    if snr >= POINT_SNR:
+    kind = regime(snr)
+    if kind == "point":
         r1 = min(per(SHARP_POOL_PER_K), per(POINT_POOL_PER_K, POINT_POOL_MIN))  # <= sharp's
         return LocalPlan(SHARP_PATCHES, r1, None, 0)
-    if snr >= SHARP_SNR:
+    if kind == "sharp":
         return LocalPlan(SHARP_PATCHES, per(SHARP_POOL_PER_K), None, 0)
     r1 = per(POOL_PER_K)
-    if snr >= TAIL_SNR:
+    if kind == "anchors":
         return LocalPlan(PATCHES, r1, min(r1, per(HEAD_PER_K_NO_TAIL)), 0)
     return LocalPlan(PATCHES, r1, min(r1, per(HEAD_PER_K)), max(0, k_max // TAIL_PER_K))
 
@@ -243,47 +266,99 @@ def uniform_tail(
     return others[pick].sort().values.to(head.device), math.log(rest / m)
 
 
+class LocalSubset(NamedTuple):
+    """Each sample's golden subset from `local_subset`: rows[b] (k_b,) dataset indices, head first
+    then tail; offsets[b] (k_b,) per-image log weights (0 on the head); pools[b] its candidates
+    screened (on a flat step the uniform draw); heads[b] the head's size (0 on a flat step);
+    carried[b] how many head images came only from the previous step's carry (no screen of this
+    step found them)."""
+
+    rows: list[torch.Tensor]
+    offsets: list[torch.Tensor]
+    pools: list[int]
+    heads: list[int]
+    carried: list[int]
+
+
+def takes_carry(snr: float) -> bool:
+    """Whether a step at this SNR joins the previous step's carry to its head: the screened steps
+    below POINT_SNR (a flat step is a uniform draw; the last step's small pool is already the full
+    scan to r^2 1.000)."""
+    return regime(snr) in ("tail", "anchors", "sharp")
+
+
+def with_carry(head: torch.Tensor, carry: torch.Tensor | None) -> tuple[torch.Tensor, int]:
+    """(head joined with the carried images, sorted and without repeats; how many of them were not
+    in head)."""
+    if carry is None or carry.shape[0] == 0:
+        return head, 0
+    joined = torch.unique(torch.cat([head, carry.to(head.device)]))
+    return joined, int(joined.shape[0] - head.shape[0])
+
+
 def local_subset(
-    den, x_t: torch.Tensor, abar: float, M: torch.Tensor, generators: list[torch.Generator | None]
-) -> tuple[list[torch.Tensor], list[torch.Tensor], list[int], list[int]]:
-    """Each sample's golden subset (steps 0-3): (rows, offsets, pool sizes, head sizes; on a flat
-    step the pool is the uniform draw and the head is empty). rows[b]
-    (k_b,) dataset indices, head first then tail; offsets[b] (k_b,) per-image log weights (0 on
-    the head). x_t: (B, D); M: (D, D) the PCA-locality mask M_t. Every rank draws the same tail
-    from the same generators."""
+    den,
+    x_t: torch.Tensor,
+    abar: float,
+    M: torch.Tensor,
+    generators: list[torch.Generator | None],
+    carry: list[torch.Tensor] | None = None,
+) -> LocalSubset:
+    """Each sample's golden subset (steps 0-3). x_t: (B, D); M: (D, D) the PCA-locality mask M_t;
+    carry: optional, per sample, the dataset indices the previous step hands on (`carry_out`),
+    joined to the head where `takes_carry`. Every rank draws the same tail from the same
+    generators."""
     corpus, p = den.corpus, den.params
-    N, scale = corpus.total, math.sqrt(abar)
-    if abar / (1.0 - abar) < FLAT_SNR:  # step 0: a flat posterior, a uniform sample of it
+    N, scale, snr = corpus.total, math.sqrt(abar), abar / (1.0 - abar)
+    B = x_t.shape[0]
+    if regime(snr) in ("gauss", "flat"):  # step 0: a flat posterior, a uniform sample of it
         none = torch.zeros(0, dtype=torch.long, device=x_t.device)
         draws = [uniform_tail(N, none, den.k_max // FLAT_PER_K, g) for g in generators]
         rows = [d for d, _ in draws]
         offsets = [torch.full((d.shape[0],), w, device=x_t.device) for d, w in draws]
-        return rows, offsets, [int(r.shape[0]) for r in rows], [0] * len(rows)  # pool = draw
+        sizes = [int(r.shape[0]) for r in rows]
+        return LocalSubset(rows, offsets, sizes, [0] * B, [0] * B)  # pool = draw
+    carry = carry if carry is not None and takes_carry(snr) else [None] * B
     index = corpus.proxy(p.low_res, p.backend, p.nlist)
-    plan = local_plan(den.k_max, N, abar / (1.0 - abar))
+    plan = local_plan(den.k_max, N, snr)
     slices = patch_slices(corpus.shape[0], p.low_res, plan.patches)
     q = index.query(x_t)
     pools = patch_pool(q, index.P, scale, slices, plan.per_patch, corpus.comm, corpus.offset, N)
-    if plan.per_anchor is None:  # sharp regime: the pool is the subset
-        zeros = [torch.zeros(c.shape[0], device=x_t.device) for c in pools]
-        return pools, zeros, [int(c.shape[0]) for c in pools], [int(c.shape[0]) for c in pools]
+    screened = [int(c.shape[0]) for c in pools]
+    if plan.per_anchor is None:  # sharp regime: the pool (and the carry) is the subset
+        joined = [with_carry(c, k) for c, k in zip(pools, carry)]
+        rows = [r for r, _ in joined]
+        zeros = [torch.zeros(r.shape[0], device=x_t.device) for r in rows]
+        return LocalSubset(rows, zeros, screened, [int(r.shape[0]) for r in rows],
+                           [n for _, n in joined])
     M_a = M[:, anchor_pixels(corpus.shape).to(M.device)].to(x_t.dtype)  # (D, A)
-    rows, offsets, sizes = [], [], []
+    rows, offsets, sizes, carried = [], [], [], []
     for b, pool in enumerate(pools):
         head = anchor_head(corpus, x_t[b], scale, pool, M_a, plan.per_anchor)
+        head, n_carried = with_carry(head, carry[b])
         tail, w = uniform_tail(N, head, plan.tail, generators[b])
         rows.append(torch.cat([head, tail]))
         off = torch.zeros(rows[-1].shape[0], device=x_t.device)
         off[head.shape[0] :] = w
         offsets.append(off)
         sizes.append(int(head.shape[0]))
-    return rows, offsets, [int(c.shape[0]) for c in pools], sizes
+        carried.append(n_carried)
+    return LocalSubset(rows, offsets, screened, sizes, carried)
 
 
-def local_denoise(den, x_t: torch.Tensor, t: int, abar: float, generator) -> DenoiseOutput:
+def carry_out(rows: list[torch.Tensor], image_w: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Per sample, the images this step hands to the next: the rows whose mean over pixels of
+    their posterior weight (`StreamingSoftmax.image_w`) is at least CARRY_WEIGHT."""
+    return [r[w.to(r.device) >= CARRY_WEIGHT] for r, w in zip(rows, image_w)]
+
+
+def local_denoise(
+    den, x_t: torch.Tensor, t: int, abar: float, generator, carry=None
+) -> DenoiseOutput:
     """One step of GoldDiffDenoiser `den` with subset="local": screen and refine
-    (`local_subset`), then the exact per-pixel softmax over each sample's rows with their log
-    weights (`Corpus.posterior`)."""
+    (`local_subset`, joining the previous step's `carry`), then the exact per-pixel softmax over
+    each sample's rows with their log weights (`Corpus.posterior`), whose image weights give the
+    carry to the next step."""
     corpus = den.corpus
     M = den.mask(t, abar)
     t0 = time.perf_counter()
@@ -292,10 +367,13 @@ def local_denoise(den, x_t: torch.Tensor, t: int, abar: float, generator) -> Den
         if isinstance(generator, SampleStreams)
         else [generator] * x_t.shape[0]
     )
-    rows, offs, pools, _ = local_subset(den, x_t, abar, M, gens)
+    sub = local_subset(den, x_t, abar, M, gens, carry)
+    rows, offs = sub.rows, sub.offsets
     _sync(den.device)
     t1 = time.perf_counter()
-    acc = corpus.posterior(x_t, M, abar, den.temperature, subset=rows, offsets=offs)
+    hands_on = regime(abar / (1.0 - abar)) not in ("gauss", "flat")  # a uniform draw: nothing
+    acc = corpus.posterior(x_t, M, abar, den.temperature, subset=rows, offsets=offs,
+                           weights=hands_on)
     _sync(den.device)
     t2 = time.perf_counter()
     k_b = torch.tensor([int(r.shape[0]) for r in rows], device=den.device)
@@ -308,10 +386,12 @@ def local_denoise(den, x_t: torch.Tensor, t: int, abar: float, generator) -> Den
         pixel_entropy=acc.entropy(),
         subset=subset,
         subset_offset=offset,
-        m_t=int(round(sum(pools) / len(pools))),
+        m_t=int(round(sum(sub.pools) / len(sub.pools))),
         k_t=int(round(float(k_b.float().mean()))),
         k_b=k_b,
-        m_b=torch.tensor(pools, device=den.device),
+        m_b=torch.tensor(sub.pools, device=den.device),
+        c_b=torch.tensor(sub.carried, device=den.device),
+        carry=carry_out(rows, acc.image_w) if hands_on else None,
         timings={"screen": t1 - t0, "select": 0.0, "aggregate": t2 - t1},
     )
 

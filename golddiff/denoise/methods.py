@@ -1,11 +1,12 @@
 """The five x0-denoisers behind one interface: optimal, wiener, pca, golddiff, hybrid.
 
 `make_denoiser(name, data, schedule, params=DenoiserParams(...), **overrides).denoise(x_t, t,
-generator)` returns a `DenoiseOutput`: the x0 estimate plus the raw material the diagnostics need
-(golden subset, per-pixel entropy, timings). Sources: optimal = the empirical-Bayes posterior mean
-(Karras et al. 2022); wiener = the Gaussian posterior mean (Wang & Vastola 2023); pca = PCA-locality
-(Lukoianov et al. 2025); golddiff = Shang et al. 2026 (coarse-to-fine retrieval of a golden subset,
-then PCA-locality over it).
+generator, carry)` returns a `DenoiseOutput`: the x0 estimate plus the raw material the diagnostics
+need (golden subset, per-pixel entropy, timings); carry is the previous step's `out.carry` (only
+subset="local" hands images on from step to step; every other method ignores it). Sources:
+optimal = the empirical-Bayes posterior mean (Karras et al. 2022); wiener = the Gaussian posterior
+mean (Wang & Vastola 2023); pca = PCA-locality (Lukoianov et al. 2025); golddiff = Shang et al. 2026
+(coarse-to-fine retrieval of a golden subset, then PCA-locality over it).
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ def _aggregate_only(
 
 class Denoiser:
     """Base: holds the corpus, the schedule and the validated params (`DenoiserParams.validate`).
-    Subclasses implement `_denoise(x_t, t, abar, generator)`."""
+    Subclasses implement `_denoise(x_t, t, abar, generator, carry)`."""
 
     name = "base"
 
@@ -72,9 +73,14 @@ class Denoiser:
 
     @torch.inference_mode()
     def denoise(
-        self, x_t: torch.Tensor, t: int, generator: torch.Generator | None = None
+        self,
+        x_t: torch.Tensor,
+        t: int,
+        generator: torch.Generator | None = None,
+        carry: list[torch.Tensor] | None = None,
     ) -> DenoiseOutput:
-        """x_t: (B, D) on the corpus device -> DenoiseOutput with x0_hat (B, D)."""
+        """x_t: (B, D) on the corpus device -> DenoiseOutput with x0_hat (B, D). carry: the
+        previous step's `out.carry` along the same trajectory (None at its first step)."""
         if x_t.dim() != 2 or x_t.shape[1] != self.corpus.D:
             raise ValueError(
                 f"x_t has shape {tuple(x_t.shape)}; expected (B, {self.corpus.D}) for this dataset."
@@ -84,9 +90,9 @@ class Denoiser:
                 "x_t contains NaN or infinite values; restart sampling from finite noise."
             )
         self.corpus.comm.phase = "denoise"  # what a sharded corpus's merges are counted under
-        return self._denoise(x_t, int(t), self.schedule.abar(t), generator)
+        return self._denoise(x_t, int(t), self.schedule.abar(t), generator, carry)
 
-    def _denoise(self, x_t, t, abar, generator) -> DenoiseOutput:
+    def _denoise(self, x_t, t, abar, generator, carry=None) -> DenoiseOutput:
         raise NotImplementedError
 
 
@@ -95,7 +101,7 @@ class OptimalDenoiser(Denoiser):
 
     name = "optimal"
 
-    def _denoise(self, x_t, t, abar, generator):
+    def _denoise(self, x_t, t, abar, generator, carry=None):
         t0 = time.perf_counter()
         acc = self.corpus.posterior(x_t, None, abar, self.temperature)
         return _aggregate_only(self, acc.mean(), t0, acc.entropy().expand(-1, self.corpus.D))
@@ -106,7 +112,7 @@ class WienerDenoiser(Denoiser):
 
     name = "wiener"
 
-    def _denoise(self, x_t, t, abar, generator):
+    def _denoise(self, x_t, t, abar, generator, carry=None):
         t0 = time.perf_counter()
         return _aggregate_only(self, self.corpus.stats.wiener(x_t, abar), t0)
 
@@ -121,7 +127,7 @@ class PCALocalityDenoiser(Denoiser):
         """(D, D) the PCA-locality mask M_t of this denoiser's threshold and rule."""
         return self.corpus.stats.mask(t, abar, self.params.mask_threshold, self.params.mask_rule)
 
-    def _denoise(self, x_t, t, abar, generator):
+    def _denoise(self, x_t, t, abar, generator, carry=None):
         M = self.mask(t, abar)
         t0 = time.perf_counter()
         acc = self.corpus.posterior(x_t, M, abar, self.temperature)
@@ -203,14 +209,14 @@ class GoldDiffDenoiser(PCALocalityDenoiser):
         acc = self.corpus.posterior(x_t, None, abar, self.temperature, moments=0)
         return torch.exp(acc.entropy()[:, 0]) < k_t  # (B,)
 
-    def _denoise(self, x_t, t, abar, generator):
+    def _denoise(self, x_t, t, abar, generator, carry=None):
         if self.params.subset == "adaptive":
             return self._adaptive(x_t, t, abar, generator)
         if self.params.subset == "local":
-            if abar / (1.0 - abar) < local_subset.GAUSS_SNR:  # its Gaussian regime: the closed form
+            if local_subset.regime(abar / (1.0 - abar)) == "gauss":  # the closed form
                 t0 = time.perf_counter()
                 return _aggregate_only(self, self.corpus.stats.wiener(x_t, abar), t0, name="wiener")
-            return local_denoise(self, x_t, t, abar, generator)
+            return local_denoise(self, x_t, t, abar, generator, carry)
         corpus, sqrt_abar, p = self.corpus, math.sqrt(abar), self.params
         m_t, k_t = self.sizes(t)
         B, D = x_t.shape
@@ -357,9 +363,9 @@ class HybridDenoiser(Denoiser):
         self.wiener = WienerDenoiser(corpus, schedule, self.params)
         self.golddiff = GoldDiffDenoiser(corpus, schedule, self.params)
 
-    def _denoise(self, x_t, t, abar, generator):
+    def _denoise(self, x_t, t, abar, generator, carry=None):
         inner = self.wiener if self.schedule.snr(t) < self.params.snr_switch else self.golddiff
-        return inner._denoise(x_t, t, abar, generator)
+        return inner._denoise(x_t, t, abar, generator, carry)
 
 
 _CLASSES = {

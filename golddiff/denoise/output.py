@@ -24,6 +24,10 @@ class DenoiseOutput:
     pool_nearest: torch.Tensor | None = None
     k_b: torch.Tensor | None = None  # (B,) adaptive: distinct images aggregated per sample (k_t)
     m_b: torch.Tensor | None = None  # (B,) local: candidates screened per sample (its m_t)
+    # (B,) local: images of S_t that only the previous step's carry brought (no screen found them)
+    c_b: torch.Tensor | None = None
+    # local: per sample, the dataset indices this step hands to the next (its weighty images)
+    carry: list[torch.Tensor] | None = None
     # (B, k) adaptive: each subset image's log weight log C_i - log q_i (-inf on the padding)
     subset_offset: torch.Tensor | None = None
     error_est: torch.Tensor | None = None  # (B,) adaptive: estimated one-step 1 - r^2

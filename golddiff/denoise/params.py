@@ -196,7 +196,7 @@ class DenoiserParams:
         None,
         "schedule: the largest golden subset k_t (at high noise) and the proxy screen's output "
         "size (default ~N/10); adaptive: at most 4 k_max draws per sample; local: the scale of "
-        "every size (k_max/4 per quadrant, k_max/150 per anchor, k_max/10 tail images, k_max/9 "
+        "every size (k_max/5 per quadrant, k_max/150 per anchor, k_max/10 tail images, k_max/9 "
         "per 3x3 patch from SNR 5; see subset)",
         GOLD,
         low=1,
@@ -229,7 +229,8 @@ class DenoiserParams:
         "(the Wiener closed form below SNR 0.005, a uniform draw of k_max/4 up to SNR 0.02, "
         "then each proxy quadrant's nearest images refined per anchor pixel, plus a weighted "
         "uniform tail below SNR 1, and from SNR 5 the nearest on 3x3 proxy patches as they are, "
-        "fewer at the last step; sizes follow k_max, k_min is unused)",
+        "fewer at the last step; each step also keeps the images its previous step weighed; "
+        "sizes follow k_max, k_min is unused)",
         GOLD,
         choices=SUBSET_MODES,
         noun="subset mode",

@@ -386,34 +386,46 @@ _POOL_MISS = (
     "*Pool auto fixes it* scenario): it screens all N images once the posterior is this "
     "concentrated."
 )
-def local_step_makeup(rec) -> str:
-    """What S_t is made of at this step of a local-subset run (its regime, by SNR)."""
-    if rec.snr < local_subset.FLAT_SNR:
+
+
+def local_step_makeup(rec, sample: int = 0) -> str:
+    """What S_t is made of at this step of a local-subset run (its regime, by SNR), with the
+    chosen sample's own count of images carried in from the previous step."""
+    kind = local_subset.regime(rec.snr)
+    if kind == "flat":
         return ("Under the local subset this step's $S_t$ is a uniform draw of k_t images "
                 "(nothing screened: the posterior is still flat).")
-    if rec.snr >= local_subset.SHARP_SNR:
-        return ("Under the local subset the screened pool is $S_t$ itself at this step "
-                "(m_t = k_t): each pixel's posterior sits on a few images of its own "
-                "neighbourhood.")
-    if rec.snr < local_subset.TAIL_SNR:
-        return ("Under the local subset $S_t$ is what the anchor-pixel refinement kept of the m_t "
-                "screened, plus a uniform tail drawn from the rest of the N images (weighted by "
-                "their odds), so not every image of $S_t$ was screened.")
-    return ("Under the local subset $S_t$ is what the anchor-pixel refinement kept of the m_t "
-            "screened.")
+    c = int(rec.c_b[sample]) if getattr(rec, "c_b", None) is not None else 0
+    carried = (f" plus {c:,} images the previous step's posterior weighed (carried on: no screen "
+               "of this step found them)" if c else "")
+    if kind in ("sharp", "point"):
+        return ("Under the local subset $S_t$ is the screened pool itself at this step "
+                + ("(m_t = k_t)" if not c else "(the m_t screened)") + carried + ": each pixel's "
+                "posterior sits on a few images of its own neighbourhood.")
+    text = ("Under the local subset $S_t$ is what the anchor-pixel refinement kept of the m_t "
+            "screened" + carried)
+    if kind == "tail":
+        return text + (", plus a uniform tail drawn from the rest of the N images (weighted by "
+                       "their odds), so not every image of $S_t$ was screened.")
+    return text + "."
 
 
 def _local_miss(rec) -> str:
     """The miss warning's explanation under subset="local", for the regime of this step."""
-    if rec.snr >= local_subset.SHARP_SNR:
+    kind = local_subset.regime(rec.snr)
+    if kind == "flat":
+        return (". At this noise the local subset screens nothing: $S_t$ is a uniform draw of the "
+                "N images; a larger **k_max** draws more.")
+    if kind in ("sharp", "point"):
         how = ("the nearest on each of 3 x 3 patches of the proxy grid, taken as they are, since "
                "from SNR 5 each pixel's posterior sits on a few images of its own neighbourhood")
         more = "per patch"
     else:
         how = ("the nearest on each quadrant of the proxy grid, refined at anchor pixels by each "
-               "anchor's own masked distance"
-               + (", plus a uniform tail" if rec.snr < local_subset.TAIL_SNR else ""))
+               "anchor's own masked distance" + (", plus a uniform tail" if kind == "tail" else ""))
         more = "per quadrant and per anchor"
+    if local_subset.takes_carry(rec.snr):
+        how += ", plus the images the previous step's posterior weighed"
     return (
         ". The local screen keeps, per neighbourhood, the images that each pixel's own posterior "
         f"weighs ({how}); the images that best match the **whole** image need not be among them. "

@@ -96,8 +96,9 @@ def k_per_sample_caption(traj) -> str:
         return ("Each line: one sample's golden-subset size k_t at the steps that have a subset "
                 "(the Wiener steps at the highest noise have none): a uniform draw while the "
                 "posterior is flat, then what the anchor refinement keeps of each sample's "
-                "candidates, and from SNR 5 the patch screens' whole pool; the last step, where "
-                "each pixel's posterior is a single image, keeps a pool no larger than that.")
+                "candidates, and from SNR 5 the patch screens' whole pool, each with the images "
+                "the sample's previous step weighed carried on; the last step, where each pixel's "
+                "posterior is a single image, keeps a pool no larger than that.")
     return ("Each line: one sample's k_t, the distinct images its importance draws reached before "
             "the estimated one-step error fell below the tolerance (or the cap of 4 k_max draws).")
 

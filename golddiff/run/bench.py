@@ -118,12 +118,16 @@ class _PeakMemory:
 def onestep_samples(method_den, ref: Trajectory, generator) -> tuple[np.ndarray, np.ndarray]:
     """Feed each state x_t of the reference trajectory to a method: (S, n) MSE and r^2 of its
     x0_hat against the reference's there, per step and sample. generator: the random draws'
-    source (a torch.Generator, or the run's per-sample `SampleStreams`)."""
+    source (a torch.Generator, or the run's per-sample `SampleStreams`). A method that hands
+    images on from step to step (subset="local") gets at each state what it handed on at the
+    reference's previous state, as it would along that trajectory."""
     mses, r2s = [], []
     dev = method_den.device
+    carry = None
     for rec in ref.records:
         x = torch.from_numpy(rec.x_t.reshape(rec.x_t.shape[0], -1)).to(dev)
-        out = method_den.denoise(x, rec.t, generator=generator)
+        out = method_den.denoise(x, rec.t, generator=generator, carry=carry)
+        carry = out.carry
         b = torch.from_numpy(rec.x0_hat.reshape(x.shape[0], -1)).to(dev)
         mses.append(mse01(out.x0_hat, b).cpu().numpy())
         r2s.append(r2(out.x0_hat, b).cpu().numpy())

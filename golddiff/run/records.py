@@ -58,6 +58,7 @@ LABELS = {
     "search_recall": "recall of the approximate proxy search",
     "k_b": "k_t per sample (adaptive, local)",
     "m_b": "m_t per sample (local)",
+    "c_b": "images carried in from the previous step per sample (local)",
     "error_est": "estimated one-step 1 - r^2 (adaptive)",
     "tail": "uniform tail images of the estimate",
 }
@@ -137,6 +138,7 @@ class StepRecord:
     # backend (faiss-ivf) found; None where the search was exact
     k_b: np.ndarray | None = None  # (B,) adaptive subset: distinct images aggregated (its k_t)
     m_b: np.ndarray | None = None  # (B,) local subset: candidates screened per sample (its m_t)
+    c_b: np.ndarray | None = None  # (B,) local subset: images only the last step's carry brought
     # (B, k) adaptive subset: log C_i - log q_i of each subset image (-inf on the padding)
     subset_offset: np.ndarray | None = None
     error_est: np.ndarray | None = None  # (B,) adaptive subset: estimated one-step 1 - r^2
@@ -346,6 +348,8 @@ def make_record(
         rec.k_b, rec.error_est = _np(out.k_b), _np(out.error_est)
     if out.m_b is not None:
         rec.m_b = _np(out.m_b)
+    if out.c_b is not None:
+        rec.c_b = _np(out.c_b)
     if out.subset_offset is not None:
         rec.subset_offset = _np(out.subset_offset)
     if out.subset is not None:
