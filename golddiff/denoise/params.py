@@ -229,7 +229,8 @@ class DenoiserParams:
         "(the Wiener closed form below SNR 0.005, a uniform draw of k_max/4 up to SNR 0.02, "
         "then each proxy quadrant's nearest images refined per anchor pixel, plus a weighted "
         "uniform tail below SNR 1, and from SNR 5 the nearest on 3x3 proxy patches as they are, "
-        "fewer at the last step; each step also keeps the images its previous step weighed; "
+        "fewer at the last step; a screened step before the last also keeps the images its "
+        "previous screened step weighed; "
         "sizes follow k_max, k_min is unused)",
         GOLD,
         choices=SUBSET_MODES,

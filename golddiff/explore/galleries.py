@@ -400,8 +400,9 @@ def local_step_makeup(rec, sample: int = 0) -> str:
                "of this step found them)" if c else "")
     if kind in ("sharp", "point"):
         return ("Under the local subset $S_t$ is the screened pool itself at this step "
-                + ("(m_t = k_t)" if not c else "(the m_t screened)") + carried + ": each pixel's "
-                "posterior sits on a few images of its own neighbourhood.")
+                + ("(m_t = k_t)" if not c else "(the m_t screened)") + carried + ", with no "
+                "refinement and no tail: from SNR 5 each pixel's posterior is sharp enough "
+                "that the patches' nearest images are where it looks.")
     text = ("Under the local subset $S_t$ is what the anchor-pixel refinement kept of the m_t "
             "screened" + carried)
     if kind == "tail":

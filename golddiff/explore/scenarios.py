@@ -117,9 +117,10 @@ GLOSSARY = {
     "k_0.99": "the fewest images that hold 99% of the posterior weight.",
     "m_t": "coarse pool: how many training images GoldDiff screens at this step (under the "
     "published schedule a random pool, growing as the noise falls; under local the candidates "
-    "its patch screens found, per sample).",
+    "its quadrant or patch screens found, per sample).",
     "k_t": "golden subset size: how many it keeps and averages (S_t); under the published "
-    "schedule shrinking from k_max to k_min, under adaptive and local chosen per sample and step.",
+    "schedule shrinking from k_max to k_min, under adaptive and local chosen per sample and step "
+    "(local also keeps the images its previous step's posterior weighed, so k_t can exceed m_t).",
     "W_S": "captured mass: the share of the exact posterior weight (over all N) inside S_t. "
     "Near k_t/N while the posterior is flat, 1 when S_t holds the images that matter.",
     "local / global weight": "local: the mean over pixels of the weight each pixel's own "

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import plotly.graph_objects as go
 
@@ -96,9 +98,10 @@ def k_per_sample_caption(traj) -> str:
         return ("Each line: one sample's golden-subset size k_t at the steps that have a subset "
                 "(the Wiener steps at the highest noise have none): a uniform draw while the "
                 "posterior is flat, then what the anchor refinement keeps of each sample's "
-                "candidates, and from SNR 5 the patch screens' whole pool, each with the images "
-                "the sample's previous step weighed carried on; the last step, where each pixel's "
-                "posterior is a single image, keeps a pool no larger than that.")
+                "candidates (below SNR 1 plus a uniform tail), and from SNR 5 the patch screens' "
+                "whole pool; from the second screened step on, with the images the sample's "
+                "previous step weighed carried on; the last step keeps a smaller pool of the same "
+                "screens and no carry.")
     return ("Each line: one sample's k_t, the distinct images its importance draws reached before "
             "the estimated one-step error fell below the tolerance (or the cap of 4 k_max draws).")
 
@@ -118,8 +121,11 @@ def k_per_sample(traj, step: int | None = None) -> go.Figure | None:
                        opacity=0.8)
         )
     if step is not None and 0 <= step < len(traj.records):
-        fig.add_vline(x=traj.records[step].snr, line_dash="dot", line_color="#111111",
-                      annotation_text=f"t = {traj.records[step].t}")
+        rec = traj.records[step]
+        fig.add_vline(x=rec.snr, line_dash="dot", line_color="#111111")
+        # on a log axis an annotation's x is log10 of the value (add_vline's own label is not)
+        fig.add_annotation(x=math.log10(max(rec.snr, 1e-12)), y=1, yref="paper", yanchor="bottom",
+                           text=f"t = {rec.t}", showarrow=False)
     snr_axis(fig)
     fig.update_yaxes(type="log", title_text="k_t: images aggregated")
     fig.update_layout(
