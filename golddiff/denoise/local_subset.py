@@ -371,7 +371,8 @@ def local_denoise(
     rows, offs = sub.rows, sub.offsets
     _sync(den.device)
     t1 = time.perf_counter()
-    hands_on = regime(abar / (1.0 - abar)) not in ("gauss", "flat")  # a uniform draw: nothing
+    # a step hands on where the next can take it: SNR only rises, so after a point step comes none
+    hands_on = takes_carry(abar / (1.0 - abar))
     acc = corpus.posterior(x_t, M, abar, den.temperature, subset=rows, offsets=offs,
                            weights=hands_on)
     _sync(den.device)

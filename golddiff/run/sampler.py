@@ -199,7 +199,7 @@ def sample(
     x = x_T.to(corpus.device, torch.float32)
     p = denoiser.params
     records: list[StepRecord] = []
-    carry: list = [None]  # the images the last step handed on (subset="local"), per sample
+    carry = None  # the images the last step handed on (subset="local"), per sample
 
     def step(x_t: torch.Tensor, t: int) -> torch.Tensor:
         with device_turn(corpus.device):  # runs sharing the device step one at a time
@@ -210,9 +210,10 @@ def sample(
         return x0_hat
 
     def one_step(x_t: torch.Tensor, t: int) -> tuple[StepRecord, torch.Tensor]:
+        nonlocal carry
         start, cpu = time.perf_counter(), time.process_time()
-        out = denoiser.denoise(x_t, t, generator=streams, carry=carry[0])
-        carry[0] = out.carry
+        out = denoiser.denoise(x_t, t, generator=streams, carry=carry)
+        carry = out.carry
         elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
         abar = schedule.abar(t)
         # the exact check uses the method's own mask (hybrid: its GoldDiff part's threshold and
